@@ -1,0 +1,199 @@
+"""Channel: a Go channel for threads, and the select its forwarder needs.
+
+A bounded FIFO with Go's close. ``close()`` puts a private sentinel behind what is
+buffered: receivers get every buffered item, then meet the sentinel, which stays in
+place so that every receiver, however many, sees it and raises ChannelClosedError.
+Python has no ``select``: ``bridge()`` builds two channels on one lock, where "the
+first has an item" and "the second has room" signal one Condition, so a forwarder
+can wait for either with ``wait_ready()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Final, Generic, TypeVar
+
+from tinymq.errors import ChannelClosedError
+
+T = TypeVar("T")
+
+_CLOSED: Final = object()  # never leaves this module; users may send None
+
+
+def check_timeout(timeout: float | None) -> None:
+    """Raise if ``timeout`` is neither None nor a number >= 0."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number or None, got {type(timeout).__name__}")
+    if timeout < 0:
+        raise ValueError(f"timeout must be >= 0, got {timeout}")
+
+
+class Channel(Generic[T]):
+    """A bounded, closable FIFO shared by any number of sender and receiver threads.
+
+    Close contract (Python 3.13's ``Queue.shutdown()``, made idempotent): after
+    ``close()``, ``send`` raises ChannelClosedError and so does every sender blocked
+    at that moment; ``recv`` returns what is buffered, then raises
+    ChannelClosedError, and iteration stops there.
+    """
+
+    def __init__(self, size: int = 1) -> None:
+        """Make a channel holding up to ``size`` items; ``size <= 0`` means 1."""
+        lock = threading.Lock()
+        self._setup(size, threading.Condition(lock), threading.Condition(lock))
+
+    def _setup(
+        self, size: int, readable: threading.Condition, writable: threading.Condition
+    ) -> None:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"size must be an int, got {type(size).__name__}")
+        self._size = max(size, 1)
+        # Both Conditions share one lock, which guards _buf and _closed.
+        self._readable = readable  # notify when an item or the sentinel arrives
+        self._writable = writable  # notify when room appears or the channel closes
+        self._buf: deque[Any] = deque()  # items, then _CLOSED once closed
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called (items may still be buffered)."""
+        return self._closed
+
+    @property
+    def size(self) -> int:
+        """How many items the channel holds before ``send`` blocks."""
+        return self._size
+
+    def __len__(self) -> int:
+        """Number of buffered items (approximate: other threads move them)."""
+        n = len(self._buf)
+        return n - 1 if self._closed and n else n
+
+    def send(self, item: T, timeout: float | None = None) -> None:
+        """Append ``item``, blocking while the channel is full.
+
+        Raises:
+            ChannelClosedError: the channel is closed, or closes while blocked.
+            TimeoutError: still full after ``timeout`` seconds.
+        """
+        with self._writable:
+            if not self._closed and len(self._buf) >= self._size:
+                check_timeout(timeout)
+                ok = self._writable.wait_for(
+                    lambda: self._closed or len(self._buf) < self._size, timeout
+                )
+                if not ok:
+                    raise TimeoutError(f"send timed out after {timeout} s: channel full")
+            if self._closed:
+                raise ChannelClosedError("send on closed channel")
+            self._buf.append(item)
+            self._readable.notify()
+
+    def recv(self, timeout: float | None = None) -> T:
+        """Remove and return the oldest item, blocking while the channel is empty.
+
+        Raises:
+            ChannelClosedError: the channel is closed and drained.
+            TimeoutError: still empty after ``timeout`` seconds.
+        """
+        with self._readable:
+            if not self._buf:
+                check_timeout(timeout)
+                if not self._readable.wait_for(lambda: self._buf, timeout):
+                    raise TimeoutError(f"recv timed out after {timeout} s: channel empty")
+            item = self._buf[0]
+            if item is _CLOSED:
+                raise ChannelClosedError("recv on closed channel")
+            self._buf.popleft()
+            self._writable.notify()
+            return item  # type: ignore[no-any-return]
+
+    def recv_all(self) -> list[T]:
+        """Remove and return every buffered item without blocking ([] if none).
+
+        Raises:
+            ChannelClosedError: the channel is closed and drained.
+        """
+        with self._readable:
+            buf = self._buf
+            if self._closed:
+                if len(buf) == 1:
+                    raise ChannelClosedError("recv on closed channel")
+                items = [buf.popleft() for _ in range(len(buf) - 1)]
+            else:
+                items = list(buf)
+                buf.clear()
+            self._writable.notify(len(items))
+            return items
+
+    def send_from(self, items: deque[T]) -> int:
+        """Move items from the left of ``items`` while there is room; never blocks.
+
+        Returns how many were moved. Raises ChannelClosedError if closed.
+        """
+        with self._writable:
+            if self._closed:
+                raise ChannelClosedError("send on closed channel")
+            n = min(self._size - len(self._buf), len(items))
+            if n > 0:
+                self._buf.extend(items.popleft() for _ in range(n))
+                self._readable.notify(n)
+            return max(n, 0)
+
+    def close(self) -> None:
+        """Stop accepting items and wake every blocked caller; idempotent."""
+        with self._readable:
+            if self._closed:
+                return
+            self._closed = True
+            self._buf.append(_CLOSED)
+            self._readable.notify_all()
+            self._writable.notify_all()
+
+    def __iter__(self) -> Iterator[T]:
+        """Yield items until the channel is closed and drained."""
+        while True:
+            try:
+                yield self.recv()
+            except ChannelClosedError:
+                return
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<Channel {len(self)}/{self._size}{state}>"
+
+
+def bridge(in_size: int, out_size: int) -> tuple[Channel[Any], Channel[Any]]:
+    """Make the ``in``/``out`` pair of a forwarder, for ``wait_ready``.
+
+    Both use one lock, and ``in`` getting an item and ``out`` getting room notify the
+    same Condition. Only the forwarder may receive from ``in`` or send to ``out``:
+    that Condition wakes one waiter at a time.
+    """
+    lock = threading.Lock()
+    ready = threading.Condition(lock)
+    src: Channel[Any] = Channel.__new__(Channel)
+    src._setup(in_size, ready, threading.Condition(lock))
+    dst: Channel[Any] = Channel.__new__(Channel)
+    dst._setup(out_size, threading.Condition(lock), ready)
+    return src, dst
+
+
+def wait_ready(
+    src: Channel[Any] | None, dst: Channel[Any] | None, timeout: float | None = None
+) -> None:
+    """Block until ``src`` has an item (or its sentinel) or ``dst`` has room.
+
+    ``src`` and ``dst`` come from one ``bridge()``; None leaves that side out. Returns
+    at once if neither side is given; may also return on timeout or spuriously.
+    """
+    if src is None and dst is None:
+        return
+    cond = src._readable if src is not None else dst._writable  # type: ignore[union-attr]
+    with cond:
+        if (src is None or not src._buf) and (dst is None or len(dst._buf) >= dst._size):
+            cond.wait(timeout)

@@ -1,0 +1,123 @@
+"""Queue: FIFO between an ``in`` and an ``out`` Channel, bridged by a forwarder thread.
+
+Once started, only the forwarder thread touches ``_pending``, an unbounded deque, so
+``in`` keeps draining even while ``out`` is full. Closing closes ``in``: the forwarder
+moves everything still in ``in`` and ``_pending`` into ``out``, in order, and then
+closes ``out`` (the Channel close contract does the rest).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from tinymq.channel import Channel, bridge, wait_ready
+from tinymq.errors import ChannelClosedError, QueueClosedError, StateError
+from tinymq.message import Msg
+
+
+class Queue:
+    """One named FIFO of messages with its forwarder thread.
+
+    ``enqueue`` may be called from any thread, also before ``start()``. Consumers
+    receive from ``dequeue()``; iteration over it ends once the queue is closed and
+    everything enqueued before ``close()`` has been received.
+    """
+
+    def __init__(self, in_size: int = 1, out_size: int = 1, *, name: str = "queue") -> None:
+        self.name = name
+        self._in, self._out = bridge(in_size, out_size)
+        self._pending: deque[Msg] = deque()
+        # Guards _thread; until _thread is set it also guards _pending.
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the forwarder thread. Raises StateError if already started."""
+        with self._start_lock:
+            if self._thread is not None:
+                raise StateError(f"queue {self.name!r} is already started")
+            thread = threading.Thread(
+                target=self._run, name=f"tinymq:{self.name}:forwarder", daemon=True
+            )
+            thread.start()
+            self._thread = thread
+
+    def enqueue(self, msg: Msg) -> None:
+        """Accept ``msg``; blocks only while ``in`` is full, which the forwarder empties.
+
+        Raises:
+            QueueClosedError: ``close()`` was called before (or while blocked).
+        """
+        if self._thread is None and self._enqueue_before_start(msg):
+            return
+        try:
+            self._in.send(msg)
+        except ChannelClosedError:
+            raise QueueClosedError(self.name) from None
+
+    def _enqueue_before_start(self, msg: Msg) -> bool:
+        """Append to ``_pending`` if no forwarder runs yet; False once one does."""
+        with self._start_lock:
+            if self._thread is not None:
+                return False
+            if self._in.closed:
+                raise QueueClosedError(self.name)
+            self._pending.append(msg)
+            return True
+
+    def dequeue(self) -> Channel[Msg]:
+        """Return the ``out`` channel that consumers receive from."""
+        return self._out
+
+    def close(self) -> None:
+        """Stop accepting messages; those already accepted still come out. Idempotent."""
+        self._in.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._in.closed
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the forwarder has finished; return False on timeout or if never started."""
+        thread = self._thread
+        if thread is None:
+            return False
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def pending(self) -> int:
+        """Messages held by the forwarder, not yet in ``out`` (approximate)."""
+        return len(self._pending)
+
+    @property
+    def backlog(self) -> int:
+        """Messages accepted and not yet received from ``out`` (approximate)."""
+        return len(self._in) + len(self._pending) + len(self._out)
+
+    def _run(self) -> None:
+        """Forwarder loop: the only code that touches ``_pending`` after start.
+
+        Emulates Go's select over "receive from in" and "send to out": take every
+        message ``in`` holds, hand out what ``out`` has room for, then sleep on the
+        one Condition that both signal. The receive side drops out once ``in`` is
+        closed and drained; the loop ends when nothing is pending either.
+        """
+        src: Channel[Msg] | None = self._in
+        dst, pending = self._out, self._pending
+        while src is not None or pending:
+            if src is not None:
+                try:
+                    pending.extend(src.recv_all())
+                except ChannelClosedError:
+                    src = None
+            if pending:
+                dst.send_from(pending)
+            wait_ready(src, dst if pending else None)
+        dst.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return f"<Queue {self.name!r} pending={self.pending}{state}>"
