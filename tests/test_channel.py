@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import pytest
+
+from tinymq import Channel, ChannelClosedError
+from tinymq.channel import bridge, wait_ready
+
+BLOCKED = 0.05  # how long a call must stay blocked to count as blocked
+
+
+def run_in_thread(fn: object) -> tuple[threading.Thread, threading.Event, list[object]]:
+    """Run ``fn()`` in a thread; the list receives its result or exception."""
+    done = threading.Event()
+    result: list[object] = []
+
+    def target() -> None:
+        try:
+            result.append(fn())  # type: ignore[operator]
+        except BaseException as exc:
+            result.append(exc)
+        done.set()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, done, result
+
+
+def test_items_come_out_in_the_order_they_went_in() -> None:
+    ch: Channel[int] = Channel(3)
+    for i in range(3):
+        ch.send(i)
+    assert [ch.recv(), ch.recv(), ch.recv()] == [0, 1, 2]
+
+
+def test_size_zero_or_negative_means_one() -> None:
+    assert Channel(0).size == 1
+    assert Channel(-5).size == 1
+
+
+def test_size_must_be_an_int() -> None:
+    with pytest.raises(TypeError, match="size"):
+        Channel("3")  # type: ignore[arg-type]
+
+
+def test_none_is_an_ordinary_item() -> None:
+    ch: Channel[None] = Channel(2)
+    ch.send(None)
+    ch.close()
+    assert list(ch) == [None]
+
+
+def test_send_blocks_while_full_until_a_recv_makes_room() -> None:
+    ch: Channel[int] = Channel(1)
+    ch.send(1)
+    thread, done, _ = run_in_thread(lambda: ch.send(2))
+    assert not done.wait(BLOCKED), "send returned while the channel was full"
+    assert ch.recv() == 1
+    assert done.wait(5)
+    thread.join()
+    assert ch.recv() == 2
+
+
+def test_recv_blocks_while_empty_until_a_send() -> None:
+    ch: Channel[int] = Channel(1)
+    thread, done, result = run_in_thread(ch.recv)
+    assert not done.wait(BLOCKED), "recv returned from an empty channel"
+    ch.send(7)
+    assert done.wait(5)
+    thread.join()
+    assert result == [7]
+
+
+def test_timeouts_raise_timeout_error() -> None:
+    ch: Channel[int] = Channel(1)
+    with pytest.raises(TimeoutError):
+        ch.recv(timeout=0.01)
+    with pytest.raises(TimeoutError):
+        ch.recv(timeout=0)
+    ch.send(1)
+    with pytest.raises(TimeoutError):
+        ch.send(2, timeout=0.01)
+    assert len(ch) == 1
+
+
+def test_negative_timeout_is_rejected() -> None:
+    ch: Channel[int] = Channel(1)
+    with pytest.raises(ValueError, match="timeout"):
+        ch.recv(timeout=-1)
+
+
+def test_send_on_closed_channel_raises() -> None:
+    ch: Channel[int] = Channel(1)
+    ch.close()
+    with pytest.raises(ChannelClosedError):
+        ch.send(1)
+
+
+def test_recv_after_close_returns_buffered_then_raises() -> None:
+    ch: Channel[int] = Channel(3)
+    ch.send(1)
+    ch.send(2)
+    ch.close()
+    assert ch.closed
+    assert ch.recv() == 1
+    assert ch.recv() == 2
+    with pytest.raises(ChannelClosedError):
+        ch.recv()
+    # and it's persistent
+    with pytest.raises(ChannelClosedError):
+        ch.recv(timeout=0)
+
+
+def test_close_is_idempotent() -> None:
+    ch: Channel[int] = Channel(1)
+    ch.send(1)
+    ch.close()
+    ch.close()
+    assert list(ch) == [1]
+
+
+def test_close_wakes_every_blocked_receiver() -> None:
+    ch: Channel[int] = Channel(1)
+    runs = [run_in_thread(ch.recv) for _ in range(8)]
+    for _, done, _ in runs:
+        assert not done.wait(0.005)
+    ch.close()
+    for thread, done, result in runs:
+        assert done.wait(5), "a receiver blocked at close never woke"
+        thread.join()
+        assert isinstance(result[0], ChannelClosedError)
+
+
+def test_close_wakes_a_blocked_sender_which_raises_and_drops_nothing() -> None:
+    ch: Channel[int] = Channel(1)
+    ch.send(1)
+    thread, done, result = run_in_thread(lambda: ch.send(2))
+    assert not done.wait(BLOCKED)
+    ch.close()
+    assert done.wait(5)
+    thread.join()
+    assert isinstance(result[0], ChannelClosedError)
+    assert list(ch) == [1]
+
+
+def test_iteration_stops_when_closed_and_drained() -> None:
+    ch: Channel[int] = Channel(10)
+    for i in range(5):
+        ch.send(i)
+    ch.close()
+    assert list(ch) == [0, 1, 2, 3, 4]
+    assert len(ch) == 0
+
+
+def test_many_receivers_share_the_items_exactly_once() -> None:
+    ch: Channel[int] = Channel(4)
+    got: list[list[int]] = [[] for _ in range(4)]
+    threads = [threading.Thread(target=lambda i=i: got[i].extend(ch)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(10_000):
+        ch.send(i)
+    ch.close()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive()
+    assert sorted(x for g in got for x in g) == list(range(10_000))
+    for g in got:
+        assert g == sorted(g)
+
+
+def test_recv_all_takes_everything_and_raises_once_drained() -> None:
+    ch: Channel[int] = Channel(5)
+    assert ch.recv_all() == []
+    ch.send(1)
+    ch.send(2)
+    ch.close()
+    assert ch.recv_all() == [1, 2]
+    with pytest.raises(ChannelClosedError):
+        ch.recv_all()
+
+
+def test_send_from_moves_only_what_fits() -> None:
+    ch: Channel[int] = Channel(3)
+    items = deque(range(5))
+    assert ch.send_from(items) == 3
+    assert list(items) == [3, 4]
+    assert ch.send_from(items) == 0
+    ch.close()
+    with pytest.raises(ChannelClosedError):
+        ch.send_from(items)
+
+
+def test_wait_ready_wakes_on_either_side_of_a_bridge() -> None:
+    src, dst = bridge(1, 1)
+    dst.send("full")
+    # Neither side ready: wait_ready blocks until src gets an item.
+    thread, done, _ = run_in_thread(lambda: wait_ready(src, dst))
+    assert not done.wait(BLOCKED)
+    src.send("item")
+    assert done.wait(5)
+    thread.join()
+    src.recv()
+    # Now it blocks until dst gets room.
+    thread, done, _ = run_in_thread(lambda: wait_ready(src, dst))
+    assert not done.wait(BLOCKED)
+    dst.recv()
+    assert done.wait(5)
+    thread.join()

@@ -1,0 +1,45 @@
+"""``python -m tinymq``: the command line. Commands: ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from tinymq import demo
+
+
+class _BriefFormatter(logging.Formatter):
+    """One line per record; an exception shows as its type and message only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            line += f" ({type(exc).__name__}: {exc})"
+        return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return its exit status."""
+    parser = argparse.ArgumentParser(prog="python -m tinymq", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    demo.add_arguments(
+        commands.add_parser(
+            "demo",
+            help="run the word-lookup scenario with a slow enrichment queue",
+            description=demo.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    args = parser.parse_args(argv)
+    # tinymq logs every consumer failure with logger.exception. Here the failures are
+    # expected and interleaved with progress lines, so each shows as one line: the
+    # message id and the exception are enough, and a traceback would bury the progress.
+    handler = logging.StreamHandler()
+    handler.setFormatter(_BriefFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    return demo.main(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
