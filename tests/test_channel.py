@@ -197,15 +197,34 @@ def test_wait_ready_wakes_on_either_side_of_a_bridge() -> None:
     src, dst = bridge(1, 1)
     dst.send("full")
     # Neither side ready: wait_ready blocks until src gets an item.
-    thread, done, _ = run_in_thread(lambda: wait_ready(src, dst))
+    thread, done, _ = run_in_thread(lambda: wait_ready(src, dst, want_room=True))
     assert not done.wait(BLOCKED)
     src.send("item")
     assert done.wait(5)
     thread.join()
     src.recv()
     # Now it blocks until dst gets room.
-    thread, done, _ = run_in_thread(lambda: wait_ready(src, dst))
+    thread, done, _ = run_in_thread(lambda: wait_ready(src, dst, want_room=True))
     assert not done.wait(BLOCKED)
     dst.recv()
     assert done.wait(5)
     thread.join()
+
+
+def test_a_send_skips_an_idle_forwarder_only_when_nothing_is_ahead_of_it() -> None:
+    src, dst = bridge(4, 2)
+    parked = threading.Event()
+    thread, done, _ = run_in_thread(lambda: (parked.set(), wait_ready(src, dst, want_room=False)))
+    assert parked.wait(5)
+    while src._direct is None:  # the forwarder parks under the lock
+        assert not done.wait(0.001)
+    src.send("a")  # `in` empty, `out` has room: straight to `out`
+    src.send("b")
+    assert not done.wait(BLOCKED), "a direct hand-off woke the forwarder"
+    assert (len(src), len(dst)) == (0, 2)
+    src.send("c")  # `out` full: into `in`, which wakes the forwarder
+    assert done.wait(5)
+    thread.join()
+    assert (len(src), len(dst)) == (1, 2)
+    assert src._direct is None
+    assert [dst.recv(), dst.recv(), src.recv()] == ["a", "b", "c"]

@@ -5,7 +5,8 @@ buffered: receivers get every buffered item, then meet the sentinel, which stays
 place so that every receiver, however many, sees it and raises ChannelClosedError.
 Python has no ``select``: ``bridge()`` builds two channels on one lock, where "the
 first has an item" and "the second has room" signal one Condition, so a forwarder
-can wait for either with ``wait_ready()``.
+can wait for either with ``wait_ready()``. While that forwarder idles, a send goes
+straight to the second channel, as Go hands a value straight to a parked receiver.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class Channel(Generic[T]):
         self._writable = writable  # notify when room appears or the channel closes
         self._buf: deque[Any] = deque()  # items, then _CLOSED once closed
         self._closed = False
+        # Set on a bridged `in` while its forwarder idles with nothing pending: a send
+        # that finds `in` empty may then skip the forwarder, since nothing is ahead of it.
+        self._direct: Channel[Any] | None = None
 
     @property
     def closed(self) -> bool:
@@ -90,6 +94,11 @@ class Channel(Generic[T]):
                     raise TimeoutError(f"send timed out after {timeout} s: channel full")
             if self._closed:
                 raise ChannelClosedError("send on closed channel")
+            direct = self._direct
+            if direct is not None and not self._buf and len(direct._buf) < direct._size:
+                direct._buf.append(item)
+                direct._readable.notify()
+                return
             self._buf.append(item)
             self._readable.notify()
 
@@ -184,16 +193,28 @@ def bridge(in_size: int, out_size: int) -> tuple[Channel[Any], Channel[Any]]:
 
 
 def wait_ready(
-    src: Channel[Any] | None, dst: Channel[Any] | None, timeout: float | None = None
+    src: Channel[Any] | None, dst: Channel[Any], want_room: bool, timeout: float | None = None
 ) -> None:
-    """Block until ``src`` has an item (or its sentinel) or ``dst`` has room.
+    """Block until ``src`` has an item (or its sentinel) or, if ``want_room``, ``dst`` has room.
 
-    ``src`` and ``dst`` come from one ``bridge()``; None leaves that side out. Returns
-    at once if neither side is given; may also return on timeout or spuriously.
+    ``src`` and ``dst`` come from one ``bridge()``; ``src`` None leaves that side out.
+    The caller must be the forwarder, holding nothing pending unless ``want_room``.
+    Returns at once if there is nothing to wait for; may also return on timeout or
+    spuriously.
     """
-    if src is None and dst is None:
-        return
-    cond = src._readable if src is not None else dst._writable  # type: ignore[union-attr]
+    cond = dst._writable  # the Condition `src` also signals
     with cond:
-        if (src is None or not src._buf) and (dst is None or len(dst._buf) >= dst._size):
+        if src is not None and src._buf:
+            return
+        if want_room and len(dst._buf) < dst._size:
+            return
+        if src is None:
+            if want_room:
+                cond.wait(timeout)
+            return
+        if not want_room:
+            src._direct = dst
+        try:
             cond.wait(timeout)
+        finally:
+            src._direct = None

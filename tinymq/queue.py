@@ -102,8 +102,9 @@ class Queue:
 
         Emulates Go's select over "receive from in" and "send to out": take every
         message ``in`` holds, hand out what ``out`` has room for, then sleep on the
-        one Condition that both signal. The receive side drops out once ``in`` is
-        closed and drained; the loop ends when nothing is pending either.
+        one Condition that both signal. While it sleeps with nothing pending,
+        publishers hand messages straight to ``out``. The receive side drops out once
+        ``in`` is closed and drained; the loop ends when nothing is pending either.
         """
         src: Channel[Msg] | None = self._in
         dst, pending = self._out, self._pending
@@ -115,7 +116,7 @@ class Queue:
                     src = None
             if pending:
                 dst.send_from(pending)
-            wait_ready(src, dst if pending else None)
+            wait_ready(src, dst, want_room=bool(pending))
         dst.close()
 
     def __repr__(self) -> str:
