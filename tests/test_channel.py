@@ -19,7 +19,7 @@ def run_in_thread(fn: object) -> tuple[threading.Thread, threading.Event, list[o
     def target() -> None:
         try:
             result.append(fn())  # type: ignore[operator]
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
             result.append(exc)
         done.set()
 
@@ -214,7 +214,12 @@ def test_wait_ready_wakes_on_either_side_of_a_bridge() -> None:
 def test_a_send_skips_an_idle_forwarder_only_when_nothing_is_ahead_of_it() -> None:
     src, dst = bridge(4, 2)
     parked = threading.Event()
-    thread, done, _ = run_in_thread(lambda: (parked.set(), wait_ready(src, dst, want_room=False)))
+
+    def park() -> None:
+        parked.set()
+        wait_ready(src, dst, want_room=False)
+
+    thread, done, _ = run_in_thread(park)
     assert parked.wait(5)
     while src._direct is None:  # the forwarder parks under the lock
         assert not done.wait(0.001)

@@ -240,7 +240,7 @@ def test_async_consumers_are_refused_by_the_thread_mq() -> None:
 def test_register_while_running_or_after_stop_raises_state_error() -> None:
     mq = MQ()
     mq.start()
-    with pytest.raises(StateError, match="'late'.*running"):
+    with pytest.raises(StateError, match=r"'late'.*running"):
         mq.register_queue("late", noop)
     mq.stop()
     with pytest.raises(StateError, match="stopped"):

@@ -39,13 +39,16 @@ def test_every_accepted_message_is_consumed_once_in_id_order(plan: dict[str, obj
 
 
 def run_plan(
-    concurrency: list[int], publishers: int, per_publisher: int, stop_after: int | None,
+    concurrency: list[int],
+    publishers: int,
+    per_publisher: int,
+    stop_after: int | None,
     before_start: int,
 ) -> None:
     names = [f"q{i}" for i in range(len(concurrency))]
     recorders = {name: Recorder() for name in names}
     mq = MQ()
-    for name, n in zip(names, concurrency):
+    for name, n in zip(names, concurrency, strict=True):
         mq.register_queue(name, recorders[name], n)
     accepted: dict[str, list[tuple[int, tuple[int, int]]]] = {n: [] for n in names}
     lock = threading.Lock()  # guards accepted
@@ -62,15 +65,15 @@ def run_plan(
 
     publish(-1, before_start)
     mq.start()
-    threads = [
-        threading.Thread(target=publish, args=(k, per_publisher)) for k in range(publishers)
-    ]
+    threads = [threading.Thread(target=publish, args=(k, per_publisher)) for k in range(publishers)]
     for t in threads:
         t.start()
     if stop_after is not None:  # stop races with the publishers
+
         def published() -> int:
             with lock:
                 return sum(map(len, accepted.values()))
+
         deadline = threading.Event()
         while published() < stop_after and any(t.is_alive() for t in threads):
             deadline.wait(0.0005)
@@ -79,7 +82,7 @@ def run_plan(
         t.join(30)
     mq.stop(timeout=30)
 
-    for name, n in zip(names, concurrency):
+    for name, n in zip(names, concurrency, strict=True):
         ids = sorted(i for i, _ in accepted[name])
         assert ids == list(range(len(ids))), "ids are consecutive from 0"
         consumed = recorders[name].seen

@@ -116,8 +116,12 @@ def test_close_is_idempotent_and_repr_says_closed() -> None:
     publishers=st.integers(1, 4),
     consumers=st.integers(1, 4),
 )
-def test_any_enqueue_sequence_comes_out_whole_and_in_order(
-    in_size: int, out_size: int, before_start: int, after_start: int, publishers: int,
+def test_any_enqueue_sequence_comes_out_whole_and_in_order(  # noqa: PLR0917 - drawn by hypothesis
+    in_size: int,
+    out_size: int,
+    before_start: int,
+    after_start: int,
+    publishers: int,
     consumers: int,
 ) -> None:
     q = Queue(in_size, out_size)
@@ -126,8 +130,7 @@ def test_any_enqueue_sequence_comes_out_whole_and_in_order(
     q.start()
     received: list[list[int]] = [[] for _ in range(consumers)]
     readers = [
-        threading.Thread(target=lambda r=r: r.extend(m.id for m in q.dequeue()))
-        for r in received
+        threading.Thread(target=lambda r=r: r.extend(m.id for m in q.dequeue())) for r in received
     ]
     for t in readers:
         t.start()

@@ -30,7 +30,12 @@ def test_stop_consumes_everything_accepted_before_returning() -> None:
     for i in range(100):
         mq.publish("q", i)
     stopped = threading.Event()
-    stopper = threading.Thread(target=lambda: (mq.stop(), stopped.set()))
+
+    def stop() -> None:
+        mq.stop()
+        stopped.set()
+
+    stopper = threading.Thread(target=stop)
     stopper.start()
     wait_until(lambda: not mq.running)
     assert not stopped.wait(0.05), "stop returned before the drain"
@@ -248,7 +253,10 @@ def run_exit_script(tmp_path: Path, mode: str, exit_timeout: float) -> tuple[str
     out = tmp_path / "consumed.txt"
     proc = subprocess.run(
         [sys.executable, str(script), str(out), mode, str(exit_timeout)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "main done" in proc.stdout

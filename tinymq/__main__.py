@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 
 from tinymq import demo
 
@@ -21,24 +22,22 @@ class _BriefFormatter(logging.Formatter):
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return its exit status."""
-    parser = argparse.ArgumentParser(prog="python -m tinymq", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tinymq", description="tinymq's command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-    demo.add_arguments(
-        commands.add_parser(
-            "demo",
-            help="run the word-lookup scenario with a slow enrichment queue",
-            description=demo.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+    demo_parser = commands.add_parser(
+        "demo", help="run the word-lookup scenario of the seed article"
     )
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(run=demo.main)
     args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
     # tinymq logs every consumer failure with logger.exception. Here the failures are
     # expected and interleaved with progress lines, so each shows as one line: the
     # message id and the exception are enough, and a traceback would bury the progress.
     handler = logging.StreamHandler()
     handler.setFormatter(_BriefFormatter())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    return demo.main(args)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ from tinymq.context import Context
 from tinymq.message import Msg
 from tinymq.mq import MQ
 
-N = TypeVar("N", int, float)
+_Num = TypeVar("_Num", int, float)
 
 KNOWN = ["apple", "book", "cat", "dog", "house", "river", "school", "sun", "tree", "water"]
 UNKNOWN = [
@@ -45,8 +46,12 @@ class FakeLLM:
         self._lock = threading.Lock()  # guards _asked
         self._asked: Counter[str] = Counter()
 
-    def define(self, ctx: Context, word: str) -> str:
-        """Return a definition of ``word``; ``ctx`` being cancelled cuts the wait short."""
+    def define(self, ctx: Context, word: str) -> None:
+        """Simulate asking for a definition of ``word``; cancelling ``ctx`` cuts it short.
+
+        Raises:
+            EnrichmentError: the call failed, or ``ctx`` was cancelled first.
+        """
         with self._lock:
             n = self._asked[word]
             self._asked[word] += 1
@@ -55,7 +60,6 @@ class FakeLLM:
             raise EnrichmentError("cancelled before the LLM answered")
         if rng.random() < self._fail_rate:
             raise EnrichmentError("LLM API answered 503 Service Unavailable")
-        return f"<definition of {word}>"
 
 
 class Demo:
@@ -73,6 +77,7 @@ class Demo:
         self._t0 = time.monotonic()
 
     def say(self, line: str) -> None:
+        """Print ``line`` after the seconds since the start; any thread may call it."""
         with self._lock:
             print(f"{time.monotonic() - self._t0:6.2f}s  {line}", flush=True)
 
@@ -113,6 +118,7 @@ class Demo:
                 self.lookup(n, len(words), word)
                 time.sleep(self.interval)
         except KeyboardInterrupt:
+            # Calls cut short raise too, so they count as failed and the check below holds.
             self.say("interrupted: cancelling the enrichments still running")
             ctx.cancel()
             status = 130
@@ -123,7 +129,7 @@ class Demo:
             f"failed {self.failed}, elapsed {elapsed:.2f} s"
         )
         if self.published != self.succeeded + self.failed:
-            print(f"error: {self.published} published != {self.succeeded} + {self.failed}")
+            print("error: published != consumed + failed: a message was lost", file=sys.stderr)
             return 1
         return status
 
@@ -131,7 +137,7 @@ class Demo:
 def lookup_stream(rng: random.Random, count: int) -> list[str]:
     """Return ``count`` lookups: known words, new unknown words and repeats of these.
 
-    A word is repeated 6 or more lookups after its first one, when its enrichment
+    A word is repeated 10 or more lookups after its first one, when its enrichment
     may be done.
     """
     fresh = rng.sample(UNKNOWN, len(UNKNOWN))
@@ -139,7 +145,7 @@ def lookup_stream(rng: random.Random, count: int) -> list[str]:
     words: list[str] = []
     for i in range(count):
         roll = rng.random()
-        ripe = [word for word, j in first_asked.items() if i - j >= 6]
+        ripe = [word for word, j in first_asked.items() if i - j >= 10]
         if roll < 0.3 and ripe:
             words.append(rng.choice(ripe))
         elif roll < 0.6 and fresh:
@@ -151,18 +157,29 @@ def lookup_stream(rng: random.Random, count: int) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lookups", type=_at_least(0, int), default=30, help="default: 30")
+    """Add the demo's description and options to ``parser``."""
+    parser.description = (
+        "A word-lookup service answers known words at once and publishes unknown ones to "
+        "the 'enrich' queue, whose consumers simulate a slow LLM call; ends with a summary."
+    )
+    parser.add_argument(
+        "--lookups", type=_at_least(0, int), default=30, help="words to look up (default: 30)"
+    )
     parser.add_argument(
         "--delay",
         type=_at_least(0.0, float),
         default=0.75,
         help="mean seconds of the simulated LLM call, +-1/3 (default: 0.75)",
     )
-    parser.add_argument("--concurrency", type=_at_least(1, int), default=4, help="default: 4")
+    parser.add_argument(
+        "--concurrency", type=_at_least(1, int), default=4, help="consumer threads (default: 4)"
+    )
     parser.add_argument(
         "--fail-rate", type=_fraction, default=0.1, help="chance a call fails (default: 0.1)"
     )
-    parser.add_argument("--seed", type=int, default=3, help="seeds lookups and outcomes")
+    parser.add_argument(
+        "--seed", type=int, default=7, help="seeds the lookups and the outcomes (default: 7)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -171,8 +188,8 @@ def main(args: argparse.Namespace) -> int:
     return demo.run(lookup_stream(random.Random(args.seed), args.lookups))
 
 
-def _at_least(low: N, kind: Callable[[str], N]) -> Callable[[str], N]:
-    def parse(text: str) -> N:
+def _at_least(low: _Num, kind: Callable[[str], _Num]) -> Callable[[str], _Num]:
+    def parse(text: str) -> _Num:
         value = kind(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
