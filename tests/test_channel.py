@@ -85,10 +85,17 @@ def test_timeouts_raise_timeout_error() -> None:
     assert len(ch) == 1
 
 
-def test_negative_timeout_is_rejected() -> None:
-    ch: Channel[int] = Channel(1)
+@pytest.mark.parametrize("timeout", [-1, float("nan"), float("inf")])
+def test_bad_timeouts_are_rejected_even_when_the_call_would_not_block(timeout: float) -> None:
+    ch: Channel[int] = Channel(2)
+    ch.send(1)
     with pytest.raises(ValueError, match="timeout"):
-        ch.recv(timeout=-1)
+        ch.recv(timeout=timeout)
+    with pytest.raises(ValueError, match="timeout"):
+        ch.send(2, timeout=timeout)
+    with pytest.raises(TypeError, match="timeout"):
+        ch.recv(timeout="1")  # type: ignore[arg-type]
+    assert len(ch) == 1
 
 
 def test_send_on_closed_channel_raises() -> None:
@@ -233,3 +240,14 @@ def test_a_send_skips_an_idle_forwarder_only_when_nothing_is_ahead_of_it() -> No
     assert (len(src), len(dst)) == (1, 2)
     assert src._direct is None
     assert [dst.recv(), dst.recv(), src.recv()] == ["a", "b", "c"]
+
+
+def test_a_send_never_overtakes_an_item_waiting_in_in() -> None:
+    src, dst = bridge(4, 1)
+    dst.send("x")  # out full
+    src._direct = dst  # as while the forwarder is parked with nothing pending
+    src.send("a")  # out full: "a" waits in `in`
+    assert dst.recv() == "x"  # room appears before the forwarder runs
+    src.send("b")  # must not go straight to `out` ahead of "a"
+    src._direct = None
+    assert (list(src.recv_all()), len(dst)) == (["a", "b"], 0)

@@ -40,8 +40,9 @@ def test_with_timeout_cancels_itself() -> None:
 
 
 def test_with_timeout_rejects_bad_seconds() -> None:
-    with pytest.raises(ValueError, match="seconds"):
-        Context.with_timeout(-1)
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="seconds"):
+            Context.with_timeout(bad)
     with pytest.raises(TypeError, match="seconds"):
         Context.with_timeout("1")  # type: ignore[arg-type]
 

@@ -58,6 +58,7 @@ def test_ids_follow_entry_order_with_many_publishing_threads() -> None:
         t.start()
     for t in threads:
         t.join(10)
+        assert not t.is_alive()
     mq.stop()
     all_ids = sorted(i for ids in issued for i in ids)
     assert all_ids == list(range(4000))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -111,7 +112,8 @@ def test_publish_racing_with_stop_is_either_consumed_or_refused() -> None:
         t.join(10)
     ids = [i for a in accepted for i in a]
     assert refused == [1, 1, 1, 1]
-    assert sorted(ids) == list(range(len(ids)))  # no id burnt by a refused publish
+    assert sorted(ids) == list(range(len(ids)))
+    assert mq._queues["q"].next_id == len(ids)  # no id burnt by a refused publish
     assert Counter(rec.ids) == Counter(ids)
 
 
@@ -213,6 +215,36 @@ def test_with_block_drains_on_exit_even_when_the_body_raises() -> None:
     assert not mq.running
 
 
+@pytest.mark.usefixtures("fast_switching")
+def test_stop_before_start_racing_a_publisher_reports_exactly_what_was_accepted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for _ in range(50):
+        mq = MQ()
+        mq.register_queue("q", Recorder())
+        accepted: list[int] = []
+        go = threading.Event()
+
+        def publish(mq: MQ = mq, accepted: list[int] = accepted, go: threading.Event = go) -> None:
+            go.set()
+            while True:
+                try:
+                    accepted.append(mq.publish("q", None))
+                except QueueClosedError:
+                    return
+
+        thread = threading.Thread(target=publish)
+        thread.start()
+        assert go.wait(5)
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="tinymq"):
+            mq.stop()
+        thread.join(10)
+        assert not thread.is_alive()
+        if accepted:
+            assert f"never consumed {{'q': {len(accepted)}}}" in caplog.text
+
+
 def test_stop_before_start_refuses_new_messages_and_reports_the_accepted_ones(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -253,6 +285,7 @@ def run_exit_script(tmp_path: Path, mode: str, exit_timeout: float) -> tuple[str
     out = tmp_path / "consumed.txt"
     proc = subprocess.run(
         [sys.executable, str(script), str(out), mode, str(exit_timeout)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         capture_output=True,
         text=True,
         timeout=30,

@@ -40,6 +40,7 @@ def test_eight_publishers_four_queues_two_hundred_thousand_messages_exactly_once
         t.start()
     for t in threads:
         t.join(120)
+        assert not t.is_alive()
     mq.stop(timeout=120)
 
     consumed: Counter[tuple[str, int]] = Counter()

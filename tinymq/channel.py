@@ -11,6 +11,7 @@ straight to the second channel, as Go hands a value straight to a parked receive
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -23,14 +24,14 @@ T = TypeVar("T")
 _CLOSED: Final = object()  # never leaves this module; users may send None
 
 
-def check_timeout(timeout: float | None) -> None:
-    """Raise if ``timeout`` is neither None nor a number >= 0."""
+def check_timeout(timeout: float | None, name: str = "timeout") -> None:
+    """Raise if ``timeout`` is neither None nor a finite number >= 0."""
     if timeout is None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number or None, got {type(timeout).__name__}")
-    if timeout < 0:
-        raise ValueError(f"timeout must be >= 0, got {timeout}")
+        raise TypeError(f"{name} must be a number or None, got {type(timeout).__name__}")
+    if not (timeout >= 0 and math.isfinite(timeout)):
+        raise ValueError(f"{name} must be a finite number >= 0 or None, got {timeout}")
 
 
 class Channel(Generic[T]):
@@ -61,6 +62,9 @@ class Channel(Generic[T]):
         # Set on a bridged `in` while its forwarder idles with nothing pending: a send
         # that finds `in` empty may then skip the forwarder, since nothing is ahead of it.
         self._direct: Channel[Any] | None = None
+        # False on a bridged `out` unless its forwarder waits for room: recv then
+        # need not wake it.
+        self._notify_room = True
 
     @property
     def closed(self) -> bool:
@@ -84,9 +88,10 @@ class Channel(Generic[T]):
             ChannelClosedError: the channel is closed, or closes while blocked.
             TimeoutError: still full after ``timeout`` seconds.
         """
+        if timeout is not None:
+            check_timeout(timeout)
         with self._writable:
             if not self._closed and len(self._buf) >= self._size:
-                check_timeout(timeout)
                 ok = self._writable.wait_for(
                     lambda: self._closed or len(self._buf) < self._size, timeout
                 )
@@ -109,16 +114,17 @@ class Channel(Generic[T]):
             ChannelClosedError: the channel is closed and drained.
             TimeoutError: still empty after ``timeout`` seconds.
         """
+        if timeout is not None:
+            check_timeout(timeout)
         with self._readable:
-            if not self._buf:
-                check_timeout(timeout)
-                if not self._readable.wait_for(lambda: self._buf, timeout):
-                    raise TimeoutError(f"recv timed out after {timeout} s: channel empty")
+            if not self._buf and not self._readable.wait_for(lambda: self._buf, timeout):
+                raise TimeoutError(f"recv timed out after {timeout} s: channel empty")
             item = self._buf[0]
             if item is _CLOSED:
                 raise ChannelClosedError("recv on closed channel")
             self._buf.popleft()
-            self._writable.notify()
+            if self._notify_room:
+                self._writable.notify()
             return item  # type: ignore[no-any-return]
 
     def recv_all(self) -> list[T]:
@@ -189,6 +195,7 @@ def bridge(in_size: int, out_size: int) -> tuple[Channel[Any], Channel[Any]]:
     src._setup(in_size, ready, threading.Condition(lock))
     dst: Channel[Any] = Channel.__new__(Channel)
     dst._setup(out_size, threading.Condition(lock), ready)
+    dst._notify_room = False
     return src, dst
 
 
@@ -208,13 +215,14 @@ def wait_ready(
             return
         if want_room and len(dst._buf) < dst._size:
             return
-        if src is None:
-            if want_room:
-                cond.wait(timeout)
+        if src is None and not want_room:
             return
-        if not want_room:
+        if src is not None and not want_room:
             src._direct = dst
+        dst._notify_room = want_room
         try:
             cond.wait(timeout)
         finally:
-            src._direct = None
+            dst._notify_room = False
+            if src is not None:
+                src._direct = None

@@ -7,6 +7,7 @@ exactly once, in the thread that cancels, outside any lock.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 
@@ -36,8 +37,8 @@ class Context:
         """
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
-        if seconds < 0:
-            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        if not (seconds >= 0 and math.isfinite(seconds)):
+            raise ValueError(f"seconds must be a finite number >= 0, got {seconds}")
         ctx = cls()
         timer = threading.Timer(seconds, ctx.cancel)
         timer.name = "tinymq:context-timeout"
@@ -64,7 +65,7 @@ class Context:
         for callback in callbacks:
             try:
                 callback()
-            except Exception:  # noqa: BLE001 - logged; one bad callback must not stop the rest
+            except BaseException:  # noqa: BLE001 - logged; one bad callback must not stop the rest
                 _log.exception("context cancel callback %r failed", callback)
 
     def wait(self, timeout: float | None = None) -> bool:

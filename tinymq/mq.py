@@ -66,7 +66,7 @@ class MQ:
     def __init__(
         self, logger: logging.Logger | None = None, *, exit_timeout: float | None = 30.0
     ) -> None:
-        check_timeout(exit_timeout)
+        check_timeout(exit_timeout, "exit_timeout")
         self._log = logger if logger is not None else logging.getLogger("tinymq")
         self._exit_timeout = exit_timeout
         self._lock = threading.Lock()  # guards _state and writes to _queues
@@ -160,6 +160,8 @@ class MQ:
             self._state = _State.RUNNING
             _running.add(self)
         self._forget_ctx = ctx.on_cancel(self._close_queues)
+        if self._state is _State.STOPPED:  # a stop() in between has finished
+            self._forget_ctx()
 
     def _start_queue(self, reg: _Registration, ctx: Context) -> None:
         reg.queue.start()
@@ -219,15 +221,18 @@ class MQ:
     def _close_queues(self) -> None:
         """Begin the graceful shutdown: no queue accepts messages from now on."""
         with self._lock:
+            never_started = self._state is _State.NEW
             if self._state is _State.RUNNING:
                 self._state = _State.STOPPING
-            elif self._state is _State.NEW:
+            elif never_started:
                 self._state = _State.STOPPED
-                self._warn_never_started()
             for reg in self._queues.values():
                 reg.queue.close()
+        if never_started:
+            self._warn_never_started()
 
     def _warn_never_started(self) -> None:
+        """Log what was accepted but will never be consumed; queues are closed by now."""
         lost = {reg.name: reg.queue.backlog for reg in self._queues.values() if reg.queue.backlog}
         if lost:
             self._log.error("MQ stopped before it was started: never consumed %s", lost)

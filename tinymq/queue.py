@@ -72,7 +72,8 @@ class Queue:
 
     def close(self) -> None:
         """Stop accepting messages; those already accepted still come out. Idempotent."""
-        self._in.close()
+        with self._start_lock:  # orders close against _enqueue_before_start
+            self._in.close()
 
     @property
     def closed(self) -> bool:
@@ -108,16 +109,18 @@ class Queue:
         """
         src: Channel[Msg] | None = self._in
         dst, pending = self._out, self._pending
-        while src is not None or pending:
-            if src is not None:
-                try:
-                    pending.extend(src.recv_all())
-                except ChannelClosedError:
-                    src = None
-            if pending:
-                dst.send_from(pending)
-            wait_ready(src, dst, want_room=bool(pending))
-        dst.close()
+        try:
+            while src is not None or pending:
+                if src is not None:
+                    try:
+                        pending.extend(src.recv_all())
+                    except ChannelClosedError:
+                        src = None
+                if pending:
+                    dst.send_from(pending)
+                wait_ready(src, dst, want_room=bool(pending))
+        finally:
+            dst.close()  # even on a bug: workers must not wait forever
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
