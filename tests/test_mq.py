@@ -229,15 +229,6 @@ def test_bad_registration_raises_and_registers_nothing(
     assert mq.queue_names == []
 
 
-def test_async_consumers_are_refused_by_the_thread_mq() -> None:
-    async def consumer(ctx: Context, msg: Msg) -> None:
-        pass
-
-    mq = MQ()
-    with pytest.raises(TypeError, match="async"):
-        mq.register_queue("q", consumer)  # type: ignore[arg-type]
-
-
 def test_register_while_running_or_after_stop_raises_state_error() -> None:
     mq = MQ()
     mq.start()

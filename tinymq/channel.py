@@ -200,14 +200,19 @@ def bridge(in_size: int, out_size: int) -> tuple[Channel[Any], Channel[Any]]:
 
 
 def wait_ready(
-    src: Channel[Any] | None, dst: Channel[Any], want_room: bool, timeout: float | None = None
+    src: Channel[Any] | None,
+    dst: Channel[Any],
+    want_room: bool,
+    timeout: float | None = None,
+    *,
+    hand_off: bool = True,
 ) -> None:
     """Block until ``src`` has an item (or its sentinel) or, if ``want_room``, ``dst`` has room.
 
     ``src`` and ``dst`` come from one ``bridge()``; ``src`` None leaves that side out.
-    The caller must be the forwarder, holding nothing pending unless ``want_room``.
-    Returns at once if there is nothing to wait for; may also return on timeout or
-    spuriously.
+    The caller must be the forwarder, holding nothing pending unless ``want_room``;
+    ``hand_off`` lets senders put straight into ``dst`` meanwhile. Returns at once if
+    there is nothing to wait for; may also return on timeout or spuriously.
     """
     cond = dst._writable  # the Condition `src` also signals
     with cond:
@@ -217,7 +222,7 @@ def wait_ready(
             return
         if src is None and not want_room:
             return
-        if src is not None and not want_room:
+        if src is not None and not want_room and hand_off:
             src._direct = dst
         dst._notify_room = want_room
         try:

@@ -6,6 +6,8 @@ exactly once, in the thread that cancels, outside any lock.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -72,6 +74,25 @@ class Context:
         """Block until cancelled or ``timeout`` seconds pass; return ``cancelled``."""
         return self._cancelled.wait(timeout)
 
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """Like ``wait``, but awaitable: the event loop runs on meanwhile."""
+        if self.cancelled:
+            return True
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:  # runs in the cancelling thread
+            with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+                loop.call_soon_threadsafe(_resolve, woken)
+
+        forget = self.on_cancel(wake)
+        try:
+            await asyncio.wait({woken}, timeout=timeout)
+        finally:
+            forget()
+            woken.cancel()
+        return self.cancelled
+
     def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Run ``callback()`` once on cancel (now, if already cancelled).
 
@@ -91,3 +112,8 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context {'cancelled' if self.cancelled else 'active'}>"
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

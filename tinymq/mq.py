@@ -1,8 +1,10 @@
-"""MQ: named queues, each with its forwarder and a pool of worker threads.
+"""MQ: named queues, each with its forwarder and a pool of worker threads or tasks.
 
-Publishers call ``publish`` from any thread; per queue, a lock issues ids in the order
-messages enter the queue. ``stop()`` (or cancelling the Context given to ``start``)
-closes every queue; workers consume what was accepted and exit when ``out`` closes.
+Publishers call ``publish`` from any thread (``apublish`` from a coroutine); per queue,
+a lock issues ids in the order messages enter the queue. Async consumers run as tasks
+on the loop of ``astart()``, or on a loop thread the MQ owns under ``start()``.
+``stop()`` (or cancelling the Context given to ``start``) closes every queue; workers
+consume what was accepted and exit when the queue's end is reached.
 
 Interpreter exit: all threads are daemons, and an ``atexit`` handler stops every MQ
 still running, draining for up to ``exit_timeout`` seconds and logging at ERROR what
@@ -12,28 +14,35 @@ never drops accepted messages without saying so.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import enum
-import inspect
+import functools
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from tinymq.aio import AsyncConsumer, AsyncWorkers, LoopThread, is_async_consumer, running_loop
 from tinymq.channel import check_timeout
 from tinymq.context import Context
 from tinymq.errors import QueueExistsError, QueueNotFoundError, StateError
 from tinymq.message import Msg
 from tinymq.queue import Queue
 
+_LOOP_CHECK = 0.1  # how often a sync stop() checks that an astart() loop still exists
 IN_SIZE = 1024  # room in `in` before a publisher waits for the forwarder
 OUT_SIZE = 1024  # wide `out`: hand-offs to workers go in batches, not one by one
 
 
 Consumer = Callable[[Context, Msg], None]  # raising marks the message failed
+AnyConsumer = Consumer | AsyncConsumer
+
+
+C = TypeVar("C", bound=Callable[..., object])
 
 
 class _State(enum.Enum):
@@ -46,13 +55,14 @@ class _State(enum.Enum):
 @dataclass(eq=False)
 class _Registration:
     name: str
-    consumer: Consumer
+    consumer: Callable[[Context, Msg], object]
     concurrency: int
     queue: Queue
+    # busy[i] is the id of the message worker (or task) i consumes, or None; one writer each.
+    busy: list[int | None]
+    tasks: AsyncWorkers | None  # for an async consumer; else worker threads
     seq_lock: threading.Lock = field(default_factory=threading.Lock)  # guards next_id
     next_id: int = 0
-    # busy[i] is the id of the message worker i is consuming, or None; one writer each.
-    busy: list[int | None] = field(default_factory=list)
     workers: list[threading.Thread] = field(default_factory=list)
 
 
@@ -73,11 +83,16 @@ class MQ:
         self._state = _State.NEW
         self._queues: dict[str, _Registration] = {}
         self._forget_ctx: Callable[[], None] = lambda: None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where async consumers run
+        self._loop_thread: LoopThread | None = None  # owns _loop under start()
 
     # -- registration ---------------------------------------------------------
 
-    def register_queue(self, name: str, consumer: Consumer, concurrency: int = 1) -> None:
-        """Register queue ``name`` whose messages go to ``consumer`` on ``concurrency`` threads.
+    def register_queue(self, name: str, consumer: AnyConsumer, concurrency: int = 1) -> None:
+        """Register queue ``name`` whose messages go to ``consumer``.
+
+        A plain function runs on ``concurrency`` threads; an ``async def`` consumer runs
+        as ``concurrency`` asyncio tasks.
 
         Raises:
             TypeError, ValueError: a bad name, consumer or concurrency.
@@ -87,24 +102,34 @@ class MQ:
         _check_name(name)
         if not callable(consumer):
             raise TypeError(f"consumer for queue {name!r} must be callable, got {consumer!r}")
-        if inspect.iscoroutinefunction(consumer):
-            raise TypeError(f"consumer for queue {name!r} is async; tinymq calls it in a thread")
         _check_concurrency(name, concurrency)
         with self._lock:
             if self._state is not _State.NEW:
                 raise StateError(f"cannot register queue {name!r}: the MQ is {self._state.value}")
             if name in self._queues:
                 raise QueueExistsError(name)
-            queue = Queue(IN_SIZE, OUT_SIZE, name=name)
-            self._queues[name] = _Registration(name, consumer, concurrency, queue)
+            busy: list[int | None] = [None] * concurrency
+            tasks = None
+            if is_async_consumer(consumer):
+                tasks = AsyncWorkers(
+                    name,
+                    cast(AsyncConsumer, consumer),
+                    concurrency,
+                    busy=busy,
+                    log=self._log,
+                    on_gone=functools.partial(self._tasks_gone, name),
+                )
+            outlet = None if tasks is None else tasks.outlet
+            queue = Queue(IN_SIZE, OUT_SIZE, name=name, outlet=outlet)
+            self._queues[name] = _Registration(name, consumer, concurrency, queue, busy, tasks)
 
-    def consumer(self, name: str, concurrency: int = 1) -> Callable[[Consumer], Consumer]:
+    def consumer(self, name: str, concurrency: int = 1) -> Callable[[C], C]:
         """Decorator form of ``register_queue``; returns the function unchanged."""
         _check_name(name)
         _check_concurrency(name, concurrency)
 
-        def register(fn: Consumer) -> Consumer:
-            self.register_queue(name, fn, concurrency)
+        def register(fn: C) -> C:
+            self.register_queue(name, cast(AnyConsumer, fn), concurrency)
             return fn
 
         return register
@@ -129,10 +154,25 @@ class MQ:
         if reg is None:
             raise QueueNotFoundError(name)
         with reg.seq_lock:
-            msg_id = reg.next_id
-            reg.queue.enqueue(Msg(msg_id, data, name))
-            reg.next_id = msg_id + 1
-        return msg_id
+            return _enqueue(reg, data)
+
+    async def apublish(self, name: str, data: Any) -> int:
+        """Like ``publish``, but never blocks the event loop.
+
+        The common case takes no thread hop; when ``in`` is full or another publisher
+        holds the queue's id lock, the blocking publish runs in the loop's executor.
+        """
+        reg = self._queues.get(name)
+        if reg is None:
+            raise QueueNotFoundError(name)
+        if reg.seq_lock.acquire(blocking=False):
+            try:
+                return _enqueue(reg, data, timeout=0)
+            except TimeoutError:
+                pass
+            finally:
+                reg.seq_lock.release()
+        return await asyncio.to_thread(self.publish, name, data)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -149,23 +189,59 @@ class MQ:
         Raises:
             StateError: already started, or stopped (an MQ runs once).
         """
-        if ctx is not None and not isinstance(ctx, Context):
-            raise TypeError(f"ctx must be a tinymq.Context, got {type(ctx).__name__}")
-        ctx = ctx if ctx is not None else Context()
+        ctx = _check_ctx(ctx)
         with self._lock:
-            if self._state is not _State.NEW:
-                raise StateError(f"cannot start: the MQ is {self._state.value}")
+            self._check_new()
+            if any(reg.tasks for reg in self._queues.values()):
+                self._loop_thread = LoopThread()
+                self._loop = self._loop_thread.loop
             for reg in self._queues.values():
                 self._start_queue(reg, ctx)
-            self._state = _State.RUNNING
-            _running.add(self)
+            if self._loop_thread is not None:
+                self._loop_thread.call(functools.partial(self._start_tasks, ctx))
+            self._set_running()
+        self._watch(ctx)
+
+    async def astart(self, ctx: Context | None = None) -> None:
+        """Like ``start``, but async consumers run on the running loop, which must outlive the MQ.
+
+        Raises:
+            StateError: already started, or stopped (an MQ runs once).
+        """
+        ctx = _check_ctx(ctx)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._check_new()
+            for reg in self._queues.values():
+                self._start_queue(reg, ctx)
+            await self._start_tasks(ctx)
+            self._loop = loop
+            self._set_running()
+        self._watch(ctx)
+
+    def _check_new(self) -> None:
+        if self._state is not _State.NEW:
+            raise StateError(f"cannot start: the MQ is {self._state.value}")
+
+    def _set_running(self) -> None:
+        self._state = _State.RUNNING
+        _running.add(self)
+
+    def _watch(self, ctx: Context) -> None:
         self._forget_ctx = ctx.on_cancel(self._close_queues)
         if self._state is _State.STOPPED:  # a stop() in between has finished
             self._forget_ctx()
 
+    async def _start_tasks(self, ctx: Context) -> None:
+        for reg in self._queues.values():
+            if reg.tasks is not None:
+                reg.tasks.start(ctx)
+
     def _start_queue(self, reg: _Registration, ctx: Context) -> None:
         reg.queue.start()
-        reg.busy = [None] * reg.concurrency
+        if reg.tasks is not None:
+            self._log.info("started queue %r with %d tasks", reg.name, reg.concurrency)
+            return
         for i in range(reg.concurrency):
             worker = threading.Thread(
                 target=self._work,
@@ -204,15 +280,105 @@ class MQ:
             StateError: called from one of this MQ's consumers.
         """
         check_timeout(timeout)
-        if threading.current_thread() in self._worker_threads():
-            raise StateError(
-                "stop() called from a consumer would wait on itself; cancel the context"
-            )
+        self._check_may_wait("stop()")
+        if running_loop() is self._loop is not None:
+            raise StateError("stop() on the MQ's own event loop would block it; await astop()")
         self._close_queues()
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not (self._join_threads(deadline) and self._join_tasks(deadline)):
+            raise TimeoutError(f"stop timed out after {timeout} s: {self._unconsumed()}")
+        self._set_stopped()
+
+    async def astop(self, timeout: float | None = None) -> None:
+        """Like ``stop``, awaited: the event loop runs on while the MQ drains.
+
+        Raises:
+            TimeoutError: the drain is not done after ``timeout`` seconds; it goes on.
+            StateError: called from a consumer, or not on the loop that ``astart()`` used.
+        """
+        check_timeout(timeout)
+        self._check_may_wait("astop()")
+        loop = asyncio.get_running_loop()
+        if self._loop is None or self._loop_thread is not None:
+            await asyncio.to_thread(self.stop, timeout)  # no tasks on this loop
+            return
+        if loop is not self._loop:
+            raise StateError("astop() must be awaited on the event loop that ran astart()")
+        self._close_queues()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = await asyncio.to_thread(self._join_threads, deadline)
+        tasks = [t for reg in self._queues.values() if reg.tasks for t in reg.tasks.tasks]
+        if done and tasks:
+            done = not (await asyncio.wait(tasks, timeout=_remaining(deadline)))[1]
+        if not done:
+            raise TimeoutError(f"astop timed out after {timeout} s: {self._unconsumed()}")
         for reg in self._queues.values():
-            if not _join(reg, deadline):
-                raise TimeoutError(f"stop timed out after {timeout} s: {self._unconsumed()}")
+            if reg.tasks is not None:
+                await reg.tasks.wait_closed()
+                self._report_left(reg)
+        self._set_stopped()
+
+    def _check_may_wait(self, call: str) -> None:
+        """Refuse a stop from a consumer: it would wait on itself."""
+        if threading.current_thread() in self._worker_threads():
+            raise StateError(
+                f"{call} called from a consumer would wait on itself; cancel the context"
+            )
+        task = asyncio.current_task() if running_loop() else None
+        if task is not None and any(
+            reg.tasks and task in reg.tasks.tasks for reg in self._queues.values()
+        ):
+            raise StateError(
+                f"{call} called from a consumer would wait on itself; cancel the context"
+            )
+
+    def _join_threads(self, deadline: float | None) -> bool:
+        """Join every forwarder and worker thread until ``deadline``; True if all ended."""
+        return all(_join(reg, deadline) for reg in self._queues.values())
+
+    def _join_tasks(self, deadline: float | None) -> bool:
+        """Wait for every async consumer task, then close an owned loop; True if all ended."""
+        for reg in self._queues.values():
+            if reg.tasks is not None and reg.queue.started:
+                if not self._wait_tasks_done(reg.tasks, deadline):
+                    return False
+                self._report_left(reg)
+        if self._loop_thread is not None:
+            for reg in self._queues.values():
+                if reg.tasks is not None:
+                    self._loop_thread.call(reg.tasks.wait_closed, _remaining(deadline))
+            return self._loop_thread.close(_remaining(deadline))
+        return True
+
+    def _wait_tasks_done(self, tasks: AsyncWorkers, deadline: float | None) -> bool:
+        """Wait for ``tasks`` to end, or for their loop to be closed under them."""
+        while not tasks.done.wait(
+            _LOOP_CHECK if deadline is None else min(_LOOP_CHECK, _remaining(deadline) or 0)
+        ):
+            if self._loop is not None and self._loop.is_closed():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return True
+
+    def _report_left(self, reg: _Registration) -> None:
+        """Log messages an async queue accepted but can no longer consume."""
+        if reg.tasks is not None and len(reg.tasks.outlet):
+            self._log.error(
+                "queue %r: %d accepted messages were never consumed: its event loop stopped",
+                reg.name,
+                len(reg.tasks.outlet),
+            )
+
+    def _tasks_gone(self, name: str) -> None:
+        """Every task of queue ``name`` was cancelled (its loop shut down): stop accepting."""
+        reg = self._queues[name]
+        reg.queue.close()
+        self._log.error(
+            "queue %r: its event loop cancelled every consumer task; the queue is closed", name
+        )
+
+    def _set_stopped(self) -> None:
         with self._lock:
             self._state = _State.STOPPED
             _running.discard(self)
@@ -265,8 +431,31 @@ class MQ:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    async def __aenter__(self) -> MQ:
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.astop()
+
     def __repr__(self) -> str:
         return f"<MQ {self._state.value} queues={self.queue_names}>"
+
+
+def _enqueue(reg: _Registration, data: Any, timeout: float | None = None) -> int:
+    """Issue the next id and enqueue; the caller holds ``reg.seq_lock``."""
+    msg_id = reg.next_id
+    reg.queue.enqueue(Msg(msg_id, data, reg.name), timeout)
+    reg.next_id = msg_id + 1  # only once accepted: a refused publish burns no id
+    return msg_id
+
+
+def _check_ctx(ctx: object) -> Context:
+    if ctx is None:
+        return Context()
+    if not isinstance(ctx, Context):
+        raise TypeError(f"ctx must be a tinymq.Context, got {type(ctx).__name__}")
+    return ctx
 
 
 def _check_name(name: object) -> None:
@@ -285,7 +474,7 @@ def _check_concurrency(name: str, concurrency: object) -> None:
 
 def _join(reg: _Registration, deadline: float | None) -> bool:
     """Join ``reg``'s forwarder and workers until ``deadline``; True if all ended."""
-    if reg.workers and not reg.queue.wait(_remaining(deadline)):
+    if reg.queue.started and not reg.queue.wait(_remaining(deadline)):
         return False
     for thread in reg.workers:
         thread.join(_remaining(deadline))

@@ -3,17 +3,32 @@
 Once started, only the forwarder thread touches ``_pending``, an unbounded deque, so
 ``in`` keeps draining even while ``out`` is full. Closing closes ``in``: the forwarder
 moves everything still in ``in`` and ``_pending`` into ``out``, in order, and then
-closes ``out`` (the Channel close contract does the rest).
+closes ``out`` (the Channel close contract does the rest). A queue built with an
+``Outlet`` (the asyncio side) delivers there instead of ``out``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from typing import Protocol
 
 from tinymq.channel import Channel, bridge, wait_ready
 from tinymq.errors import ChannelClosedError, QueueClosedError, StateError
 from tinymq.message import Msg
+
+
+class Outlet(Protocol):
+    """Where a forwarder delivers instead of ``out``; unbounded, called by the forwarder only."""
+
+    def send_from(self, items: deque[Msg]) -> int:
+        """Move every item from the left of ``items``; never blocks."""
+
+    def close(self) -> None:
+        """Deliver nothing more: receivers get what was sent, then an end."""
+
+    def __len__(self) -> int:
+        """Messages sent and not yet received (approximate)."""
 
 
 class Queue:
@@ -24,9 +39,17 @@ class Queue:
     everything enqueued before ``close()`` has been received.
     """
 
-    def __init__(self, in_size: int = 1, out_size: int = 1, *, name: str = "queue") -> None:
+    def __init__(
+        self,
+        in_size: int = 1,
+        out_size: int = 1,
+        *,
+        name: str = "queue",
+        outlet: Outlet | None = None,
+    ) -> None:
         self.name = name
         self._in, self._out = bridge(in_size, out_size)
+        self._outlet = outlet
         self._pending: deque[Msg] = deque()
         # Guards _thread; until _thread is set it also guards _pending.
         self._start_lock = threading.Lock()
@@ -43,16 +66,17 @@ class Queue:
             thread.start()
             self._thread = thread
 
-    def enqueue(self, msg: Msg) -> None:
+    def enqueue(self, msg: Msg, timeout: float | None = None) -> None:
         """Accept ``msg``; blocks only while ``in`` is full, which the forwarder empties.
 
         Raises:
             QueueClosedError: ``close()`` was called before (or while blocked).
+            TimeoutError: ``in`` stayed full for ``timeout`` seconds; nothing accepted.
         """
         if self._thread is None and self._enqueue_before_start(msg):
             return
         try:
-            self._in.send(msg)
+            self._in.send(msg, timeout)
         except ChannelClosedError:
             raise QueueClosedError(self.name) from None
 
@@ -68,12 +92,19 @@ class Queue:
 
     def dequeue(self) -> Channel[Msg]:
         """Return the ``out`` channel that consumers receive from."""
+        if self._outlet is not None:
+            raise StateError(f"queue {self.name!r} delivers to an outlet, not to out")
         return self._out
 
     def close(self) -> None:
         """Stop accepting messages; those already accepted still come out. Idempotent."""
         with self._start_lock:  # orders close against _enqueue_before_start
             self._in.close()
+
+    @property
+    def started(self) -> bool:
+        """True once ``start()`` was called."""
+        return self._thread is not None
 
     @property
     def closed(self) -> bool:
@@ -96,7 +127,8 @@ class Queue:
     @property
     def backlog(self) -> int:
         """Messages accepted and not yet received from ``out`` (approximate)."""
-        return len(self._in) + len(self._pending) + len(self._out)
+        out = len(self._out) if self._outlet is None else len(self._outlet)
+        return len(self._in) + len(self._pending) + out
 
     def _run(self) -> None:
         """Forwarder loop: the only code that touches ``_pending`` after start.
@@ -109,6 +141,8 @@ class Queue:
         """
         src: Channel[Msg] | None = self._in
         dst, pending = self._out, self._pending
+        out: Channel[Msg] | Outlet = dst if self._outlet is None else self._outlet
+        hand_off = self._outlet is None
         try:
             while src is not None or pending:
                 if src is not None:
@@ -117,10 +151,10 @@ class Queue:
                     except ChannelClosedError:
                         src = None
                 if pending:
-                    dst.send_from(pending)
-                wait_ready(src, dst, want_room=bool(pending))
+                    out.send_from(pending)
+                wait_ready(src, dst, want_room=bool(pending), hand_off=hand_off)
         finally:
-            dst.close()  # even on a bug: workers must not wait forever
+            out.close()  # even on a bug: workers must not wait forever
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""

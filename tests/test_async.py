@@ -1,0 +1,337 @@
+"""Async consumers and publishers: the core's guarantees on the asyncio side."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import tinymq_threads, wait_until
+from tinymq import MQ, Context, Msg, QueueClosedError, StateError
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+@pytest.fixture(autouse=True)
+def no_asyncio_complaints(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail on "Task was destroyed but it is pending" and other loop errors."""
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    yield
+    complaints = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert not complaints
+
+
+class AsyncRecorder:
+    """An async consumer recording messages; may await ``pause`` seconds first."""
+
+    def __init__(self, pause: float = 0.0) -> None:
+        self.pause = pause
+        self.seen: list[Msg] = []  # appended on the loop thread only
+        self.threads: set[str] = set()
+
+    async def __call__(self, ctx: Context, msg: Msg) -> None:
+        if self.pause:
+            await asyncio.sleep(self.pause)
+        self.threads.add(threading.current_thread().name)
+        self.seen.append(msg)
+
+    @property
+    def ids(self) -> list[int]:
+        return [m.id for m in self.seen]
+
+
+def test_astart_runs_async_consumers_on_the_callers_loop_in_order() -> None:
+    rec = AsyncRecorder()
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("q", rec)
+        await mq.astart()
+        for i in range(500):
+            assert await mq.apublish("q", i) == i
+        await mq.astop()
+
+    asyncio.run(main())
+    assert rec.ids == list(range(500))
+    assert rec.threads == {"MainThread"}
+    assert not tinymq_threads()
+
+
+def test_start_runs_async_consumers_on_a_loop_thread_the_mq_owns() -> None:
+    rec = AsyncRecorder()
+    mq = MQ()
+    mq.register_queue("q", rec, concurrency=4)
+    for i in range(100):
+        mq.publish("q", i)  # before start
+    mq.start()
+    for i in range(100, 300):
+        mq.publish("q", i)
+    mq.stop()
+    assert Counter(rec.ids) == Counter(range(300))
+    assert rec.threads == {"tinymq:loop"}
+    assert not tinymq_threads()
+
+
+def test_sync_and_async_consumers_mix_on_one_mq_and_async_with_drains() -> None:
+    threaded: list[int] = []
+    rec = AsyncRecorder()
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("t", lambda ctx, msg: threaded.append(msg.id))
+        mq.register_queue("a", rec, concurrency=3)
+        async with mq:
+            for i in range(200):
+                await mq.apublish("a", i)
+                mq.publish("t", i)
+
+    asyncio.run(main())
+    assert sorted(rec.ids) == list(range(200))
+    assert threaded == list(range(200))
+
+
+def test_io_bound_async_consumers_overlap_on_one_thread() -> None:
+    rec = AsyncRecorder(pause=0.05)
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("llm", rec, concurrency=100)
+        await mq.astart()
+        for i in range(1000):
+            await mq.apublish("llm", i)
+        await mq.astop(timeout=20)
+
+    asyncio.run(main())
+    # 1,000 awaits of 50 ms would take 50 s one at a time; they overlapped.
+    assert Counter(rec.ids) == Counter(range(1000))
+    assert rec.threads == {"MainThread"}
+
+
+def test_an_async_consumer_that_raises_is_logged_and_its_task_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[int] = []
+
+    async def flaky(ctx: Context, msg: Msg) -> None:
+        seen.append(msg.id)
+        if msg.id % 2:
+            raise ValueError(f"bad {msg.id}")
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("q", flaky)
+        async with mq:
+            for i in range(6):
+                await mq.apublish("q", i)
+
+    with caplog.at_level(logging.ERROR, logger="tinymq"):
+        asyncio.run(main())
+    assert seen == list(range(6))
+    failures = [r.getMessage() for r in caplog.records if r.name == "tinymq"]
+    assert failures == [f"queue 'q' task 0: consumer failed on message {i}" for i in (1, 3, 5)]
+
+
+def test_stop_waits_for_consumers_mid_await_and_cancels_nothing() -> None:
+    started = asyncio.Event()
+    finished: list[int] = []
+
+    async def slow(ctx: Context, msg: Msg) -> None:
+        started.set()
+        await asyncio.sleep(0.05)
+        finished.append(msg.id)
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("q", slow, concurrency=2)
+        await mq.astart()
+        for i in range(10):
+            await mq.apublish("q", i)
+        await asyncio.wait_for(started.wait(), 5)
+        await mq.astop()
+        with pytest.raises(QueueClosedError):
+            await mq.apublish("q", "late")
+
+    asyncio.run(main())
+    assert sorted(finished) == list(range(10))
+
+
+def test_astop_timeout_raises_counts_what_is_left_and_a_second_astop_drains() -> None:
+    gate = asyncio.Event()
+    done: list[int] = []
+
+    async def gated(ctx: Context, msg: Msg) -> None:
+        await gate.wait()
+        done.append(msg.id)
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("slow", gated)
+        await mq.astart()
+        for i in range(3):
+            await mq.apublish("slow", i)
+        with pytest.raises(TimeoutError, match=r"queue 'slow': 2 waiting, 1 in consumer calls"):
+            await mq.astop(timeout=0.05)
+        gate.set()
+        await mq.astop()
+
+    asyncio.run(main())
+    assert done == [0, 1, 2]
+
+
+def test_cancelling_the_context_is_seen_by_async_consumers() -> None:
+    ctx = Context()
+    woke: list[bool] = []
+
+    async def waits(c: Context, msg: Msg) -> None:
+        woke.append(await c.wait_async(30))
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("q", waits)
+        await mq.astart(ctx)
+        await mq.apublish("q", 1)
+        await asyncio.sleep(0)
+        threading.Thread(target=ctx.cancel).start()  # from another thread, as a timer would
+        await mq.astop(timeout=10)
+        assert not mq.running
+
+    asyncio.run(main())
+    assert woke == [True]
+
+
+def test_wait_async_times_out_without_cancelling() -> None:
+    async def main() -> bool:
+        return await Context().wait_async(0.01)
+
+    assert asyncio.run(main()) is False
+
+
+def test_sync_stop_on_the_mqs_own_loop_is_refused_not_deadlocked() -> None:
+    errors: list[str] = []
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("q", AsyncRecorder())
+        await mq.astart()
+        with pytest.raises(StateError, match="own event loop") as info:
+            mq.stop()
+        errors.append(str(info.value))
+        assert mq.running
+        await mq.astop()
+
+    asyncio.run(main())
+    assert errors
+
+
+def test_stop_or_astop_from_an_async_consumer_is_refused() -> None:
+    errors: list[BaseException] = []
+
+    async def consumer(ctx: Context, msg: Msg) -> None:
+        try:
+            await mq.astop()
+        except StateError as exc:
+            errors.append(exc)
+        try:
+            mq.stop()
+        except StateError as exc:
+            errors.append(exc)
+
+    mq = MQ()
+    mq.register_queue("q", consumer)
+    mq.start()
+    mq.publish("q", 1)
+    wait_until(lambda: len(errors) == 2)
+    mq.stop()
+    assert all("would" in str(e) for e in errors)
+
+
+def test_astop_on_another_loop_than_astart_is_refused() -> None:
+    mq = MQ()
+    mq.register_queue("q", AsyncRecorder())
+    loop = asyncio.new_event_loop()
+    other = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(mq.astart())
+        with pytest.raises(StateError, match="loop that ran astart"):
+            other.run_until_complete(mq.astop())
+        loop.run_until_complete(mq.astop())
+    finally:
+        loop.close()
+        other.close()
+
+
+def test_sync_publish_works_inside_an_async_consumer() -> None:
+    forwarded: list[int] = []
+
+    async def first(ctx: Context, msg: Msg) -> None:
+        mq.publish("second", msg.data)
+
+    async def second(ctx: Context, msg: Msg) -> None:
+        forwarded.append(msg.data)
+
+    mq = MQ()
+    mq.register_queue("first", first)
+    mq.register_queue("second", second)
+    mq.start()
+    for i in range(50):
+        mq.publish("first", i)
+    wait_until(lambda: len(forwarded) == 50)
+    mq.stop()
+    assert forwarded == list(range(50))
+
+
+def test_apublish_does_not_block_the_loop_when_in_is_full() -> None:
+    # A thread blocked in publish() on a full `in` holds the queue's id lock; apublish
+    # must then wait in the executor, leaving the loop free.
+    rec = AsyncRecorder()
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("q", rec)
+        await mq.astart()
+        reg = mq._queues["q"]
+        ticks = 0
+        with reg.seq_lock:  # as if a thread were blocked publishing
+            publish = asyncio.ensure_future(mq.apublish("q", "x"))
+            while not publish.done() and ticks < 5:
+                await asyncio.sleep(0)
+                ticks += 1
+            assert not publish.done()
+        assert await asyncio.wait_for(publish, 5) == 0
+        await mq.astop()
+
+    asyncio.run(main())
+    assert rec.ids == [0]
+
+
+def test_event_loop_closed_under_the_mq_closes_its_queue_and_reports(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = asyncio.Event()
+
+    async def stuck(ctx: Context, msg: Msg) -> None:
+        await gate.wait()
+
+    mq = MQ()
+    mq.register_queue("q", stuck, concurrency=2)
+
+    async def main() -> None:
+        await mq.astart()
+        for i in range(5):
+            await mq.apublish("q", i)
+        await asyncio.sleep(0.01)
+        # returns without astop(): asyncio.run cancels the tasks and closes the loop
+
+    with caplog.at_level(logging.ERROR, logger="tinymq"):
+        asyncio.run(main())
+        with pytest.raises(QueueClosedError):
+            mq.publish("q", "late")
+        mq.stop(timeout=10)
+    text = caplog.text
+    assert "cancelled while consuming message 0" in text
+    assert "cancelled every consumer task; the queue is closed" in text
+    assert "3 accepted messages were never consumed" in text

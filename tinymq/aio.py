@@ -1,0 +1,171 @@
+"""The asyncio side: async consumers fed by a forwarder thread through a janus.Queue.
+
+A queue whose consumer is ``async def`` delivers to a ``JanusOutlet`` instead of
+``out``: the forwarder puts into the janus queue's sync side and ``concurrency`` tasks
+get from its async side, so neither side blocks the other. The tasks run on the loop
+that called ``MQ.astart()``, or on a ``LoopThread`` the MQ owns when ``start()`` was
+used. Only the loop's thread touches the tasks and ``AsyncWorkers._live``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import janus
+
+from tinymq.context import Context
+from tinymq.message import Msg
+
+T = TypeVar("T")
+AsyncConsumer = Callable[[Context, Msg], Awaitable[None]]
+
+
+def is_async_consumer(consumer: object) -> bool:
+    """True for an ``async def`` function or an object whose ``__call__`` is one."""
+    call = getattr(consumer, "__call__", None)  # noqa: B004 - an object's __call__ counts
+    return inspect.iscoroutinefunction(consumer) or inspect.iscoroutinefunction(call)
+
+
+class JanusOutlet:
+    """A forwarder's outlet onto an unbounded janus.Queue; closing lets it drain."""
+
+    def __init__(self) -> None:
+        self.queue: janus.Queue[Msg] = janus.Queue()  # binds to a loop on first async use
+
+    def send_from(self, items: deque[Msg]) -> int:
+        put = self.queue.sync_q.put_nowait
+        n = len(items)
+        for _ in range(n):
+            put(items.popleft())
+        return n
+
+    def close(self) -> None:
+        self.queue.sync_q.shutdown()  # async gets return what is left, then raise
+
+    def __len__(self) -> int:
+        return self.queue.sync_q.qsize()
+
+
+class AsyncWorkers:
+    """The ``concurrency`` tasks consuming one queue's outlet; ``done`` is set when all ended."""
+
+    def __init__(
+        self,
+        name: str,
+        consumer: AsyncConsumer,
+        concurrency: int,
+        *,
+        busy: list[int | None],
+        log: logging.Logger,
+        on_gone: Callable[[], None],
+    ) -> None:
+        self.name = name
+        self.outlet = JanusOutlet()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.done = threading.Event()
+        self._consumer, self._concurrency = consumer, concurrency
+        self._busy, self._log, self._on_gone = busy, log, on_gone
+        self._live = 0
+
+    def start(self, ctx: Context) -> None:
+        """Create the tasks; must run on the loop's thread."""
+        loop = asyncio.get_running_loop()
+        self._live = self._concurrency
+        self.tasks = [
+            loop.create_task(self._work(i, ctx), name=f"tinymq:{self.name}:task-{i}")
+            for i in range(self._concurrency)
+        ]
+
+    async def _work(self, task_id: int, ctx: Context) -> None:
+        """Task loop: one consumer call at a time until the outlet is closed and drained."""
+        get, busy, consumer = self.outlet.queue.async_q.get, self._busy, self._consumer
+        cancelled = False
+        try:
+            while True:
+                try:
+                    msg = await get()
+                except janus.AsyncQueueShutDown:
+                    return
+                busy[task_id] = msg.id
+                try:
+                    await consumer(ctx, msg)
+                except asyncio.CancelledError:
+                    self._log.error(
+                        "queue %r task %d: cancelled while consuming message %d",
+                        self.name,
+                        task_id,
+                        msg.id,
+                    )
+                    raise
+                except Exception:  # noqa: BLE001 - a consumer failure never ends the task
+                    self._log.exception(
+                        "queue %r task %d: consumer failed on message %d",
+                        self.name,
+                        task_id,
+                        msg.id,
+                    )
+                busy[task_id] = None
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            self._live -= 1
+            if self._live == 0:
+                self.done.set()
+                if cancelled:
+                    self._on_gone()
+
+    async def wait_closed(self) -> None:
+        """Let janus finish its own notifier tasks; after ``done``."""
+        await self.outlet.queue.wait_closed()
+
+
+class LoopThread:
+    """An event loop running in its own daemon thread, for async consumers under ``start()``."""
+
+    def __init__(self, name: str = "tinymq:loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+        finally:
+            self.loop.close()
+
+    def call(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
+        """Run ``fn()`` on the loop and wait for its result from another thread."""
+
+        async def run() -> T:
+            return await fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the loop and join its thread; True if it ended in time."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
