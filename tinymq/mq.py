@@ -280,6 +280,8 @@ class MQ:
             StateError: called from one of this MQ's consumers.
         """
         check_timeout(timeout)
+        if self._state is _State.STOPPED:
+            return
         self._check_may_wait("stop()")
         if running_loop() is self._loop is not None:
             raise StateError("stop() on the MQ's own event loop would block it; await astop()")
@@ -297,6 +299,8 @@ class MQ:
             StateError: called from a consumer, or not on the loop that ``astart()`` used.
         """
         check_timeout(timeout)
+        if self._state is _State.STOPPED:
+            return
         self._check_may_wait("astop()")
         loop = asyncio.get_running_loop()
         if self._loop is None or self._loop_thread is not None:
