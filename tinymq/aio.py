@@ -143,8 +143,16 @@ class LoopThread:
         finally:
             self.loop.close()
 
-    def call(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
-        """Run ``fn()`` on the loop and wait for its result from another thread."""
+    def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Run ``fn()`` on the loop's thread and wait for its result."""
+
+        async def run() -> T:
+            return fn()
+
+        return self.run(run, timeout)
+
+    def run(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
+        """Await ``fn()`` on the loop and wait for its result from another thread."""
 
         async def run() -> T:
             return await fn()

@@ -214,7 +214,7 @@ class MQ:
             self._check_new()
             for reg in self._queues.values():
                 self._start_queue(reg, ctx)
-            await self._start_tasks(ctx)
+            self._start_tasks(ctx)
             self._loop = loop
             self._set_running()
         self._watch(ctx)
@@ -232,7 +232,8 @@ class MQ:
         if self._state is _State.STOPPED:  # a stop() in between has finished
             self._forget_ctx()
 
-    async def _start_tasks(self, ctx: Context) -> None:
+    def _start_tasks(self, ctx: Context) -> None:
+        """Create every async consumer task; runs on the loop's thread."""
         for reg in self._queues.values():
             if reg.tasks is not None:
                 reg.tasks.start(ctx)
@@ -350,7 +351,7 @@ class MQ:
         if self._loop_thread is not None:
             for reg in self._queues.values():
                 if reg.tasks is not None:
-                    self._loop_thread.call(reg.tasks.wait_closed, _remaining(deadline))
+                    self._loop_thread.run(reg.tasks.wait_closed, _remaining(deadline))
             return self._loop_thread.close(_remaining(deadline))
         return True
 
