@@ -335,3 +335,35 @@ def test_event_loop_closed_under_the_mq_closes_its_queue_and_reports(
     assert "cancelled while consuming message 0" in text
     assert "cancelled every consumer task; the queue is closed" in text
     assert "3 accepted messages were never consumed" in text
+
+
+def test_sync_stop_drains_async_consumers_mid_await_on_the_owned_loop() -> None:
+    rec = AsyncRecorder(pause=0.02)
+    ctx = Context()
+    mq = MQ()
+    mq.register_queue("q", rec, concurrency=5)
+    mq.start(ctx)
+    for i in range(50):
+        mq.publish("q", i)
+    wait_until(lambda: any(b is not None for b in mq._queues["q"].busy))
+    ctx.cancel()  # the same graceful stop as stop(): nothing half-done is cancelled
+    with pytest.raises(QueueClosedError):
+        mq.publish("q", "late")
+    mq.stop(timeout=20)
+    assert sorted(rec.ids) == list(range(50))
+    assert not tinymq_threads()
+
+
+def test_astop_of_an_mq_started_with_start_works_from_any_loop() -> None:
+    rec = AsyncRecorder()
+    mq = MQ()
+    mq.register_queue("q", rec)
+    mq.start()
+
+    async def main() -> None:
+        for i in range(20):
+            await mq.apublish("q", i)
+        await mq.astop(timeout=10)
+
+    asyncio.run(main())
+    assert rec.ids == list(range(20))
