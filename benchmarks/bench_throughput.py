@@ -22,6 +22,15 @@ in the same run, and the targets are ratios:
   publish builds (a ``Msg``, its id and a deque slot). The traced allocation growth
   divided by the count is the cost beyond the payload; growth of the resident set
   is shown as a cross-check that includes allocator rounding.
+* Async throughput (bench_async.py). A publisher thread puts N ints and W asyncio tasks
+  (1, 4; 16 in the full run) hand each one to a no-op async handler: a raw
+  ``janus.Queue`` against tinymq async consumers on ``astart()``'s loop, interleaved
+  and reported like the thread throughput.
+* I/O-bound (bench_async.py). 1,000 messages whose consumer waits 50 ms, concurrency
+  100: tinymq async consumers (100 tasks on one loop thread) against tinymq thread
+  consumers (100 threads). Wall time from start to drained, against the ideal
+  1,000 x 50 ms / 100 = 0.5 s; the tracemalloc peak of a separate traced run; the
+  threads alive and the resident growth once everything is published.
 
 Every consumer records what it receives, and the run exits with status 1 if any
 contender did not handle every message (exactly once, where the data allows telling).
@@ -29,7 +38,7 @@ Missed speed targets are reported as MISS, not failed: they depend on the machin
 
 Run from the repository root::
 
-    PYTHONPATH=. python benchmarks/bench_throughput.py           # full run, about a minute
+    PYTHONPATH=. python benchmarks/bench_throughput.py           # full run, about 90 s
     PYTHONPATH=. python benchmarks/bench_throughput.py --quick   # smoke run, seconds
     PYTHONPATH=. python benchmarks/bench_throughput.py --json bench-results/run.json
 """
@@ -53,7 +62,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import bench_async  # beside this script, which Python puts first on sys.path
+from bench_async import ASYNC_CONTENDERS, IO_CONTENDERS, JANUS, TINYMQ_ASYNC, TINYMQ_THREADS
 
 from tinymq import MQ, Consumer, Context, Msg
 
@@ -65,6 +77,7 @@ JOIN_TIMEOUT = 60.0  # seconds; a contender still busy after this has lost messa
 LATENCY_INTERVAL = 0.001  # seconds between publishes in the latency test
 
 THROUGHPUT_TARGETS = {1: 0.8, 4: 0.9}  # minimum tinymq/baseline ratio per consumer count
+ASYNC_THROUGHPUT_TARGETS = {1: 1.0, 4: 1.0}  # minimum tinymq async/janus ratio per task count
 LATENCY_P99_MAX_RATIO = 2.0
 BACKLOG_MAX_RATIO = 1.2
 MEMORY_MAX_BYTES = 120.0
@@ -72,6 +85,7 @@ MEMORY_MAX_BYTES = 120.0
 _STOP = object()  # the baseline's sentinel
 
 Handler = Callable[[Any], None]
+T = TypeVar("T")
 
 
 class CountError(Exception):
@@ -92,6 +106,12 @@ class Config:
     latency_messages: int
     backlog_sizes: tuple[int, int]
     memory_messages: int
+    async_messages: int
+    async_tasks: tuple[int, ...]
+    io_messages: int
+    io_concurrency: int
+    io_delay: float  # seconds each I/O-bound consumer call waits
+    io_rounds: int
 
 
 def make_config(quick: bool, messages: int | None, rounds: int | None) -> Config:
@@ -105,6 +125,12 @@ def make_config(quick: bool, messages: int | None, rounds: int | None) -> Config
             latency_messages=200,
             backlog_sizes=(10_000, 200_000),
             memory_messages=100_000,
+            async_messages=messages or 20_000,
+            async_tasks=(1, 4),
+            io_messages=1_000,
+            io_concurrency=100,
+            io_delay=0.05,
+            io_rounds=rounds or 1,
         )
     return Config(
         quick=False,
@@ -114,6 +140,12 @@ def make_config(quick: bool, messages: int | None, rounds: int | None) -> Config
         latency_messages=1_000,
         backlog_sizes=(10_000, 1_000_000),
         memory_messages=1_000_000,
+        async_messages=messages or 50_000,
+        async_tasks=(1, 4, 16),
+        io_messages=1_000,
+        io_concurrency=100,
+        io_delay=0.05,
+        io_rounds=rounds or 3,
     )
 
 
@@ -232,10 +264,10 @@ def start_tinymq(workers: int, sink: Sink) -> Running:
 STARTERS: dict[str, Callable[[int, Sink], Running]] = {PLAIN: start_plain, TINYMQ: start_tinymq}
 
 
-def finish(stop: Callable[[], None], label: str) -> None:
+def finish(stop: Callable[[], T], label: str) -> T:
     """Call ``stop`` (drain and join); a timeout means messages were not handled."""
     try:
-        stop()
+        return stop()
     except TimeoutError as exc:
         raise CountError(f"{label}: not drained: {exc}") from exc
 
@@ -259,11 +291,13 @@ def check_exactly_once(label: str, values: Sequence[Any], expected: int) -> None
 
 @dataclass
 class ThroughputCase:
-    """Raw seconds per round and contender for one consumer count."""
+    """Raw seconds per round and contender for one consumer (or task) count."""
 
     consumers: int
     messages: int
     seconds: dict[str, list[float]] = field(default_factory=dict)
+    baseline: str = PLAIN
+    contender: str = TINYMQ
 
     def rates(self, contender: str) -> list[float]:
         """Messages per second of each round."""
@@ -271,11 +305,13 @@ class ThroughputCase:
 
     def ratio(self) -> float:
         """Median tinymq rate over median baseline rate."""
-        return statistics.median(self.rates(TINYMQ)) / statistics.median(self.rates(PLAIN))
+        tinymq, baseline = self.rates(self.contender), self.rates(self.baseline)
+        return statistics.median(tinymq) / statistics.median(baseline)
 
     def round_ratios(self) -> list[float]:
         """tinymq rate over baseline rate, round by round."""
-        return [t / p for t, p in zip(self.rates(TINYMQ), self.rates(PLAIN), strict=True)]
+        pairs = zip(self.rates(self.contender), self.rates(self.baseline), strict=True)
+        return [t / b for t, b in pairs]
 
 
 def throughput_round(contender: str, messages: int, workers: int) -> float:
@@ -306,6 +342,34 @@ def measure_throughput(config: Config) -> list[ThroughputCase]:
                 progress(
                     f"throughput {workers} consumer(s) round {r + 1}/{config.rounds}: "
                     f"{contender} {config.messages / seconds:,.0f} msgs/s"
+                )
+        cases.append(case)
+    return cases
+
+
+def async_throughput_round(contender: str, messages: int, tasks: int) -> float:
+    """Publish ``messages`` ints from a thread; return seconds until the tasks consumed all."""
+    label = f"{contender} async throughput, {tasks} task(s)"
+    timed = finish(
+        partial(bench_async.throughput_round, contender, messages, tasks, JOIN_TIMEOUT), label
+    )
+    check_exactly_once(label, timed.values, messages)
+    return timed.seconds
+
+
+def measure_async_throughput(config: Config) -> list[ThroughputCase]:
+    """Run the interleaved sync-to-async rounds for every task count."""
+    cases = []
+    for tasks in config.async_tasks:
+        seconds: dict[str, list[float]] = {c: [] for c in ASYNC_CONTENDERS}
+        case = ThroughputCase(tasks, config.async_messages, seconds, JANUS, TINYMQ_ASYNC)
+        for r in range(config.rounds):
+            for contender in ASYNC_CONTENDERS:
+                elapsed = async_throughput_round(contender, config.async_messages, tasks)
+                case.seconds[contender].append(elapsed)
+                progress(
+                    f"async throughput {tasks} task(s) round {r + 1}/{config.rounds}: "
+                    f"{contender} {config.async_messages / elapsed:,.0f} msgs/s"
                 )
         cases.append(case)
     return cases
@@ -549,12 +613,84 @@ def measure_memory(config: Config) -> MemoryResult:
     return result
 
 
+# -- I/O-bound -------------------------------------------------------------------
+
+
+@dataclass
+class IoBoundRound:
+    """One contender's I/O-bound round: a timed run, then a traced one."""
+
+    contender: str
+    seconds: float
+    threads: int  # alive once every message was published, main thread included
+    resident_growth: int | None  # bytes, from before start to that moment
+    traced_peak: int  # bytes, tracemalloc's peak over the traced run
+    traced_seconds: float  # wall time of the traced run
+
+
+@dataclass
+class IoBoundResult:
+    """Every I/O-bound round."""
+
+    messages: int
+    concurrency: int
+    delay_s: float
+    rounds: list[IoBoundRound] = field(default_factory=list)
+
+    @property
+    def ideal_s(self) -> float:
+        """Wall time with every consumer always waiting and nothing else taking time."""
+        return self.messages * self.delay_s / self.concurrency
+
+    def figures(self, contender: str, figure: str) -> list[float]:
+        """``figure`` (an attribute of IoBoundRound) of ``contender``'s rounds."""
+        return [float(getattr(r, figure)) for r in self.rounds if r.contender == contender]
+
+
+def io_bound_round(contender: str, config: Config) -> IoBoundRound:
+    """Time one untraced run of ``contender``, then take the tracemalloc peak of another."""
+    label = f"{contender} I/O-bound"
+    one_run = partial(
+        bench_async.io_round,
+        contender,
+        config.io_messages,
+        config.io_concurrency,
+        config.io_delay,
+        timeout=JOIN_TIMEOUT,
+    )
+    timed = finish(partial(one_run, measure=resident_bytes), label)
+    check_exactly_once(label, timed.values, config.io_messages)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        traced = finish(partial(one_run, measure=_traced), label)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    check_exactly_once(label, traced.values, config.io_messages)
+    return IoBoundRound(contender, timed.seconds, timed.threads, timed.growth, peak, traced.seconds)
+
+
+def measure_io_bound(config: Config) -> IoBoundResult:
+    """Run the interleaved I/O-bound rounds."""
+    result = IoBoundResult(config.io_messages, config.io_concurrency, config.io_delay)
+    for r in range(config.io_rounds):
+        for contender in IO_CONTENDERS:
+            rnd = io_bound_round(contender, config)
+            result.rounds.append(rnd)
+            progress(
+                f"I/O-bound round {r + 1}/{config.io_rounds}: {contender} {rnd.seconds:.3f} s, "
+                f"{rnd.threads} threads, traced peak {rnd.traced_peak / 1e6:.2f} MB"
+            )
+    return result
+
+
 # -- report ----------------------------------------------------------------------
 
 
 @dataclass
 class Verdict:
-    """One guarantee-9 target and how the run did against it."""
+    """One target (guarantee 9, issue 6) and how the run did against it."""
 
     name: str
     measured: float
@@ -578,6 +714,8 @@ class Results:
     throughput: list[ThroughputCase]
     latency: LatencyResult
     backlog: BacklogResult
+    async_throughput: list[ThroughputCase]
+    io_bound: IoBoundResult
 
 
 def describe_machine() -> dict[str, Any]:
@@ -604,12 +742,17 @@ def _at_most(name: str, measured: float, target: float, unit: str = "x") -> Verd
 
 
 def verdicts(res: Results) -> list[Verdict]:
-    """Compare the run with every target of guarantee 9."""
+    """Compare the run with every target of guarantee 9 and of issue 6 (asyncio)."""
     found = [
         _at_least(f"throughput, {case.consumers} consumer(s)", case.ratio(), target)
         for case in res.throughput
         if (target := THROUGHPUT_TARGETS.get(case.consumers)) is not None
     ]
+    found.extend(
+        _at_least(f"async throughput vs janus, {case.consumers} task(s)", case.ratio(), target)
+        for case in res.async_throughput
+        if (target := ASYNC_THROUGHPUT_TARGETS.get(case.consumers)) is not None
+    )
     p99 = {c: percentile(res.latency.pooled(c), 99) for c in CONTENDERS}
     found.append(_at_most("latency p99", p99[TINYMQ] / p99[PLAIN], LATENCY_P99_MAX_RATIO))
     backlog = res.backlog
@@ -648,27 +791,41 @@ def _target_cells(target: float | None, ratio: float) -> list[str]:
     return [f">= {target:g}x", "PASS" if ratio >= target else "MISS"]
 
 
-def render_throughput(cases: list[ThroughputCase], rounds: int) -> str:
-    """The throughput table."""
+def _throughput_rows(cases: list[ThroughputCase], targets: dict[int, float]) -> list[list[str]]:
     rows = []
     for case in cases:
         ratio, per_round = case.ratio(), case.round_ratios()
         rows.append(
             [
                 str(case.consumers),
-                _rate_cell(case.rates(PLAIN)),
-                _rate_cell(case.rates(TINYMQ)),
+                _rate_cell(case.rates(case.baseline)),
+                _rate_cell(case.rates(case.contender)),
                 f"{ratio:.2f}x",
                 f"{statistics.median(per_round):.2f}x [{min(per_round):.2f}-{max(per_round):.2f}]",
-                *_target_cells(THROUGHPUT_TARGETS.get(case.consumers), ratio),
+                *_target_cells(targets.get(case.consumers), ratio),
             ]
         )
+    return rows
+
+
+def render_throughput(cases: list[ThroughputCase], rounds: int) -> str:
+    """The throughput table."""
     heading = (
         f"Throughput: 1 publisher, no-op consumer, {cases[0].messages:,} messages; "
         f"msgs/s, median [min-max] of {rounds} interleaved rounds"
     )
     headers = ["consumers", PLAIN, TINYMQ, "ratio", "per-round ratio", "target", "result"]
-    return heading + "\n" + table(headers, rows)
+    return heading + "\n" + table(headers, _throughput_rows(cases, THROUGHPUT_TARGETS))
+
+
+def render_async_throughput(cases: list[ThroughputCase], rounds: int) -> str:
+    """The sync-to-async throughput table."""
+    heading = (
+        f"Async throughput: 1 publisher thread, no-op async consumer tasks, "
+        f"{cases[0].messages:,} messages; msgs/s, median [min-max] of {rounds} interleaved rounds"
+    )
+    headers = ["tasks", JANUS, TINYMQ_ASYNC, "ratio", "per-round ratio", "target", "result"]
+    return heading + "\n" + table(headers, _throughput_rows(cases, ASYNC_THROUGHPUT_TARGETS))
 
 
 def render_latency(lat: LatencyResult, rounds: int) -> str:
@@ -731,6 +888,64 @@ def render_memory(mem: MemoryResult) -> str:
     )
 
 
+def _spread(values: list[float], fmt: str) -> str:
+    """Median [min-max], or the one value of a single round."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    if len(values) == 1:
+        return f"{mid:{fmt}}"
+    return f"{mid:{fmt}} [{low:{fmt}}-{high:{fmt}}]"
+
+
+def _io_bound_row(io: IoBoundResult, contender: str) -> list[str]:
+    seconds = io.figures(contender, "seconds")
+    growth = [
+        r.resident_growth / 1e6
+        for r in io.rounds
+        if r.contender == contender and r.resident_growth is not None
+    ]
+    kind = "tasks" if contender == TINYMQ_ASYNC else "threads"
+    return [
+        contender,
+        f"{io.concurrency} {kind}",
+        _spread(seconds, ".3f"),
+        f"{statistics.median(seconds) / io.ideal_s:.2f}x",
+        _spread([b / 1e6 for b in io.figures(contender, "traced_peak")], ".2f"),
+        _spread(growth, ".2f") if growth else "n/a",
+        f"{statistics.median(io.figures(contender, 'threads')):.0f}",
+    ]
+
+
+def render_io_bound(io: IoBoundResult, rounds: int) -> str:
+    """The I/O-bound table: wall time against the ideal, memory and threads."""
+    wall, peak = (
+        statistics.median(io.figures(TINYMQ_ASYNC, f))
+        / statistics.median(io.figures(TINYMQ_THREADS, f))
+        for f in ("seconds", "traced_peak")
+    )
+    heading = (
+        f"I/O-bound: {io.messages:,} messages, consumer waits {io.delay_s * 1000:g} ms, "
+        f"concurrency {io.concurrency}; ideal wall time {io.ideal_s:.2f} s; "
+        f"median [min-max] of {rounds} interleaved round(s)"
+    )
+    headers = [
+        "contender",
+        "consumers",
+        "wall s",
+        "vs ideal",
+        "traced peak MB",
+        "resident growth MB",
+        "threads",
+    ]
+    rows = [_io_bound_row(io, c) for c in IO_CONTENDERS]
+    notes = (
+        f"  async/threads: wall {wall:.2f}x, traced peak {peak:.2f}x\n"
+        "  wall: start()/astart() until stop()/astop() returned; traced peak: tracemalloc, in a\n"
+        "  separate run (thread stacks are not traced); resident growth and threads (main and\n"
+        "  forwarder included): once every message is published, all consumers busy"
+    )
+    return heading + "\n" + table(headers, rows) + "\n" + notes
+
+
 def render(res: Results) -> str:
     """The whole report."""
     m = res.machine
@@ -743,28 +958,29 @@ def render(res: Results) -> str:
         [
             head,
             render_throughput(res.throughput, rounds),
+            render_async_throughput(res.async_throughput, rounds),
             render_latency(res.latency, rounds),
             render_backlog(res.backlog, rounds),
             render_memory(res.memory),
-            "Targets (guarantee 9)\n"
+            render_io_bound(res.io_bound, res.config.io_rounds),
+            "Targets (guarantee 9; async throughput: issue 6)\n"
             + table(["target", "measured", "goal", "result"], target_rows),
             "Message counts: every contender handled every message.",
         ]
     )
 
 
+def _throughput_json(case: ThroughputCase) -> dict[str, Any]:
+    return {
+        **asdict(case),
+        "msgs_per_s": {c: case.rates(c) for c in (case.baseline, case.contender)},
+        "ratio_of_medians": case.ratio(),
+        "round_ratios": case.round_ratios(),
+    }
+
+
 def to_json(res: Results) -> dict[str, Any]:
     """Every raw figure, the summaries and the machine, as JSON-ready data."""
-    throughput = []
-    for case in res.throughput:
-        throughput.append(
-            {
-                **asdict(case),
-                "msgs_per_s": {c: case.rates(c) for c in CONTENDERS},
-                "ratio_of_medians": case.ratio(),
-                "round_ratios": case.round_ratios(),
-            }
-        )
     latency_pct = {
         c: {f"p{p}": percentile(res.latency.pooled(c), p) for p in (50, 90, 99, 100)}
         for c in CONTENDERS
@@ -772,10 +988,12 @@ def to_json(res: Results) -> dict[str, Any]:
     return {
         "machine": res.machine,
         "config": asdict(res.config),
-        "throughput": throughput,
+        "throughput": [_throughput_json(case) for case in res.throughput],
+        "async_throughput": [_throughput_json(case) for case in res.async_throughput],
         "latency": {**asdict(res.latency), "percentiles_ns": latency_pct},
         "backlog": asdict(res.backlog),
         "memory": {**asdict(res.memory), "traced_bytes_per_message": res.memory.per_message},
+        "io_bound": {**asdict(res.io_bound), "ideal_s": res.io_bound.ideal_s},
         "verdicts": [{**asdict(v), "result": v.word} for v in verdicts(res)],
         "counts_ok": True,
     }
@@ -791,7 +1009,11 @@ def run(config: Config) -> Results:
     throughput = measure_throughput(config)
     latency = measure_latency(config)
     backlog = measure_backlog(config)
-    return Results(config, machine, memory, throughput, latency, backlog)
+    async_throughput = measure_async_throughput(config)
+    io_bound = measure_io_bound(config)
+    return Results(
+        config, machine, memory, throughput, latency, backlog, async_throughput, io_bound
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -23,6 +25,15 @@ def no_asyncio_complaints(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
     complaints = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert not complaints
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Yield to the loop until ``predicate()``; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.001)
 
 
 class AsyncRecorder:
@@ -186,15 +197,21 @@ def test_cancelling_the_context_is_seen_by_async_consumers() -> None:
     ctx = Context()
     woke: list[bool] = []
 
+    waiting = asyncio.Event()
+
     async def waits(c: Context, msg: Msg) -> None:
-        woke.append(await c.wait_async(30))
+        wait = asyncio.ensure_future(c.wait_async(30))
+        await asyncio.sleep(0)  # wait_async is now parked on the cancel callback
+        waiting.set()
+        woke.append(await wait)
 
     async def main() -> None:
         mq = MQ()
         mq.register_queue("q", waits)
         await mq.astart(ctx)
         await mq.apublish("q", 1)
-        await asyncio.sleep(0)
+        await asyncio.wait_for(waiting.wait(), 5)
+        assert not ctx.cancelled
         threading.Thread(target=ctx.cancel).start()  # from another thread, as a timer would
         await mq.astop(timeout=10)
         assert not mq.running
@@ -284,9 +301,8 @@ def test_sync_publish_works_inside_an_async_consumer() -> None:
     assert forwarded == list(range(50))
 
 
-def test_apublish_does_not_block_the_loop_when_in_is_full() -> None:
-    # A thread blocked in publish() on a full `in` holds the queue's id lock; apublish
-    # must then wait in the executor, leaving the loop free.
+def test_apublish_waits_off_the_loop_when_the_id_lock_is_held() -> None:
+    # A thread blocked in publish() on a full `in` holds the queue's id lock.
     rec = AsyncRecorder()
 
     async def main() -> None:
@@ -295,12 +311,43 @@ def test_apublish_does_not_block_the_loop_when_in_is_full() -> None:
         await mq.astart()
         reg = mq._queues["q"]
         ticks = 0
-        with reg.seq_lock:  # as if a thread were blocked publishing
+        with reg.seq_lock:
             publish = asyncio.ensure_future(mq.apublish("q", "x"))
             while not publish.done() and ticks < 5:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # the loop keeps running
                 ticks += 1
             assert not publish.done()
+        assert await asyncio.wait_for(publish, 5) == 0
+        await mq.astop()
+
+    asyncio.run(main())
+    assert rec.ids == [0]
+
+
+def test_apublish_waits_off_the_loop_when_in_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = AsyncRecorder()
+    mq = MQ()
+    mq.register_queue("q", rec)
+    queue = mq._queues["q"].queue
+    enqueue = queue.enqueue
+    blocked = threading.Event()
+    release = threading.Event()
+
+    def full_in(msg: Msg, timeout: float | None = None) -> None:
+        if timeout == 0:
+            raise TimeoutError("in is full")  # what Channel.send says when full
+        blocked.set()
+        assert release.wait(10)
+        enqueue(msg, timeout)
+
+    monkeypatch.setattr(queue, "enqueue", full_in)
+
+    async def main() -> None:
+        await mq.astart()
+        publish = asyncio.ensure_future(mq.apublish("q", "x"))
+        await until(blocked.is_set)  # publish() blocks in the executor, not on the loop
+        assert not publish.done()
+        release.set()
         assert await asyncio.wait_for(publish, 5) == 0
         await mq.astop()
 
@@ -323,7 +370,7 @@ def test_event_loop_closed_under_the_mq_closes_its_queue_and_reports(
         await mq.astart()
         for i in range(5):
             await mq.apublish("q", i)
-        await asyncio.sleep(0.01)
+        await until(lambda: mq._queues["q"].busy == [0, 1])
         # returns without astop(): asyncio.run cancels the tasks and closes the loop
 
     with caplog.at_level(logging.ERROR, logger="tinymq"):
@@ -367,3 +414,129 @@ def test_astop_of_an_mq_started_with_start_works_from_any_loop() -> None:
 
     asyncio.run(main())
     assert rec.ids == list(range(20))
+
+
+def test_astop_from_a_helper_task_on_the_owned_loop_is_refused_not_hung() -> None:
+    errors: list[BaseException] = []
+
+    async def consumer(ctx: Context, msg: Msg) -> None:
+        async def helper() -> None:
+            try:
+                await mq.astop()
+            except StateError as exc:
+                errors.append(exc)
+
+        await asyncio.create_task(helper())
+
+    mq = MQ()
+    mq.register_queue("q", consumer)
+    mq.start()
+    mq.publish("q", 1)
+    wait_until(lambda: errors)
+    mq.stop(timeout=10)
+    assert "own event loop" in str(errors[0])
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is 3.11+")
+def test_a_consumer_raising_cancelled_error_itself_is_a_failure_not_the_end() -> None:
+    seen: list[int] = []
+
+    async def consumer(ctx: Context, msg: Msg) -> None:
+        seen.append(msg.id)
+        if msg.id == 0:
+            raise asyncio.CancelledError  # e.g. it awaited a future someone cancelled
+
+    async def main() -> None:
+        mq = MQ(logger=logging.getLogger("tinymq.test.quiet"))
+        mq.register_queue("q", consumer)
+        async with mq:
+            for i in range(3):
+                await mq.apublish("q", i)
+
+    asyncio.run(main())
+    assert seen == [0, 1, 2]
+
+
+def test_base_exceptions_in_async_consumers_do_not_end_a_task() -> None:
+    seen: list[int] = []
+
+    async def consumer(ctx: Context, msg: Msg) -> None:
+        seen.append(msg.id)
+        if msg.id == 0:
+            raise SystemExit(3)
+
+    mq = MQ(logger=logging.getLogger("tinymq.test.quiet"))
+    mq.register_queue("q", consumer)
+    mq.start()
+    mq.publish("q", 0)
+    mq.publish("q", 1)
+    mq.stop(timeout=10)
+    assert seen == [0, 1]
+
+
+def test_stop_timeout_on_the_owned_loop_then_a_second_stop_drains() -> None:
+    gate = threading.Event()
+    done: list[int] = []
+
+    async def gated(ctx: Context, msg: Msg) -> None:
+        await asyncio.to_thread(gate.wait, 30)
+        done.append(msg.id)
+
+    mq = MQ()
+    mq.register_queue("q", gated)
+    mq.start()
+    for i in range(3):
+        mq.publish("q", i)
+    with pytest.raises(TimeoutError, match=r"queue 'q': \d+ waiting, 1 in consumer calls"):
+        mq.stop(timeout=0.05)
+    gate.set()
+    mq.stop(timeout=10)
+    assert done == [0, 1, 2]
+
+
+def test_tasks_a_consumer_leaves_behind_are_cancelled_when_the_owned_loop_ends() -> None:
+    async def spawns(ctx: Context, msg: Msg) -> None:
+        asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+
+    mq = MQ()
+    mq.register_queue("q", spawns)
+    mq.start()
+    assert mq._loop is not None
+    loop = mq._loop
+    mq.publish("q", 1)
+    mq.stop(timeout=10)
+    assert not asyncio.all_tasks(loop), "a pending task would be destroyed, not cancelled"
+
+
+def test_stop_on_an_astart_loop_that_is_not_running_is_refused() -> None:
+    mq = MQ()
+    mq.register_queue("q", AsyncRecorder())
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(mq.astart())
+        with pytest.raises(StateError, match="not running"):
+            mq.stop()
+        loop.run_until_complete(mq.astop())
+    finally:
+        loop.close()
+
+
+def test_astop_on_a_new_loop_after_the_astart_loop_closed_reports_and_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mq = MQ()
+    mq.register_queue("q", AsyncRecorder(pause=3600), concurrency=1)
+
+    async def first() -> None:
+        await mq.astart()
+        await mq.apublish("q", 0)
+        await mq.apublish("q", 1)
+        await until(lambda: mq._queues["q"].busy == [0])
+
+    async def second() -> None:
+        await mq.astop(timeout=10)
+
+    with caplog.at_level(logging.ERROR, logger="tinymq"):
+        asyncio.run(first())
+        asyncio.run(second())
+    assert "1 accepted messages were never consumed" in caplog.text

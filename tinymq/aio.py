@@ -10,6 +10,7 @@ used. Only the loop's thread touches the tasks and ``AsyncWorkers._live``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import threading
@@ -20,6 +21,7 @@ from typing import TypeVar
 import janus
 
 from tinymq.context import Context
+from tinymq.errors import StateError
 from tinymq.message import Msg
 
 T = TypeVar("T")
@@ -96,14 +98,21 @@ class AsyncWorkers:
                 try:
                     await consumer(ctx, msg)
                 except asyncio.CancelledError:
-                    self._log.error(
-                        "queue %r task %d: cancelled while consuming message %d",
+                    if _task_cancelled():
+                        self._log.error(
+                            "queue %r task %d: cancelled while consuming message %d",
+                            self.name,
+                            task_id,
+                            msg.id,
+                        )
+                        raise
+                    self._log.exception(  # the consumer's own CancelledError: a failure
+                        "queue %r task %d: consumer failed on message %d",
                         self.name,
                         task_id,
                         msg.id,
                     )
-                    raise
-                except Exception:  # noqa: BLE001 - a consumer failure never ends the task
+                except BaseException:  # noqa: BLE001 - a consumer failure never ends the task
                     self._log.exception(
                         "queue %r task %d: consumer failed on message %d",
                         self.name,
@@ -138,6 +147,11 @@ class LoopThread:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_forever()
+            # As asyncio.run does: tasks a consumer left behind are cancelled, not destroyed.
+            leftover = asyncio.all_tasks(self.loop)
+            for task in leftover:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
         finally:
@@ -152,12 +166,23 @@ class LoopThread:
         return self.run(run, timeout)
 
     def run(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
-        """Await ``fn()`` on the loop and wait for its result from another thread."""
+        """Await ``fn()`` on the loop and wait for its result from another thread.
+
+        Raises:
+            TimeoutError: no result after ``timeout`` seconds (the call goes on).
+            StateError: the loop has stopped.
+        """
+        if self.loop.is_closed() or not self._thread.is_alive():
+            raise StateError("the MQ's event loop thread has stopped")
 
         async def run() -> T:
             return await fn()
 
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(run(), self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:  # not the builtin before Python 3.11
+            raise TimeoutError(f"no answer from the MQ's event loop after {timeout} s") from None
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop the loop and join its thread; True if it ended in time."""
@@ -167,8 +192,16 @@ class LoopThread:
         return not self._thread.is_alive()
 
     @property
-    def thread(self) -> threading.Thread:
-        return self._thread
+    def alive(self) -> bool:
+        """True while the loop thread runs."""
+        return self._thread.is_alive()
+
+
+def _task_cancelled() -> bool:
+    """True if the current task was asked to cancel (not just handed a CancelledError)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return cancelling is None or cancelling() > 0
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

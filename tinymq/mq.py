@@ -286,6 +286,10 @@ class MQ:
         self._check_may_wait("stop()")
         if running_loop() is self._loop is not None:
             raise StateError("stop() on the MQ's own event loop would block it; await astop()")
+        loop = self._loop
+        if self._loop_thread is None and loop and not (loop.is_running() or loop.is_closed()):
+            # its consumers cannot run, so no drain could end
+            raise StateError("the event loop of astart() is not running: await astop() on it")
         self._close_queues()
         deadline = None if timeout is None else time.monotonic() + timeout
         if not (self._join_threads(deadline) and self._join_tasks(deadline)):
@@ -304,7 +308,11 @@ class MQ:
             return
         self._check_may_wait("astop()")
         loop = asyncio.get_running_loop()
-        if self._loop is None or self._loop_thread is not None:
+        if loop is self._loop and self._loop_thread is not None:
+            raise StateError(
+                "astop() on the MQ's own event loop would wait on it; cancel the context"
+            )
+        if self._loop is None or self._loop_thread is not None or self._loop.is_closed():
             await asyncio.to_thread(self.stop, timeout)  # no tasks on this loop
             return
         if loop is not self._loop:
@@ -350,8 +358,11 @@ class MQ:
                 self._report_left(reg)
         if self._loop_thread is not None:
             for reg in self._queues.values():
-                if reg.tasks is not None:
-                    self._loop_thread.run(reg.tasks.wait_closed, _remaining(deadline))
+                if reg.tasks is not None and self._loop_thread.alive:
+                    try:
+                        self._loop_thread.run(reg.tasks.wait_closed, _remaining(deadline))
+                    except TimeoutError:
+                        return False
             return self._loop_thread.close(_remaining(deadline))
         return True
 
@@ -424,7 +435,7 @@ class MQ:
     def _stop_at_exit(self) -> None:
         try:
             self.stop(self._exit_timeout)
-        except TimeoutError:
+        except (TimeoutError, StateError):
             self._log.error(
                 "interpreter exit: MQ not drained, messages lost: %s", self._unconsumed()
             )
