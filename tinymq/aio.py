@@ -1,10 +1,12 @@
 """The asyncio side: async consumers fed by a forwarder thread through a janus.Queue.
 
 A queue whose consumer is ``async def`` delivers to a ``JanusOutlet`` instead of
-``out``: the forwarder puts into the janus queue's sync side and ``concurrency`` tasks
-get from its async side, so neither side blocks the other. The tasks run on the loop
-that called ``MQ.astart()``, or on a ``LoopThread`` the MQ owns when ``start()`` was
-used. Only the loop's thread touches the tasks and ``AsyncWorkers._live``.
+``out``: the forwarder puts each batch, as one list, into the janus queue's sync side,
+so crossing from thread to loop costs one wake-up per batch, not per message. On the
+loop a feeder task spreads the batches over an ``asyncio.Queue`` that ``concurrency``
+consumer tasks get from, in order. The tasks run on the loop that called
+``MQ.astart()``, or on a ``LoopThread`` the MQ owns when ``start()`` was used. Only the
+loop's thread touches the tasks, the asyncio.Queue and ``AsyncWorkers._live``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, Final, TypeVar
 
 import janus
 
@@ -34,24 +36,30 @@ def is_async_consumer(consumer: object) -> bool:
     return inspect.iscoroutinefunction(consumer) or inspect.iscoroutinefunction(call)
 
 
+_END: Final = object()  # tells a consumer task that its queue is drained
+
+
 class JanusOutlet:
-    """A forwarder's outlet onto an unbounded janus.Queue; closing lets it drain."""
+    """A forwarder's outlet onto an unbounded janus.Queue of batches; closing lets it drain."""
 
     def __init__(self) -> None:
-        self.queue: janus.Queue[Msg] = janus.Queue()  # binds to a loop on first async use
+        self.queue: janus.Queue[list[Msg]] = janus.Queue()  # binds to a loop on first use
+        self.sent = 0  # messages put; written by the forwarder thread only
+        self.taken = 0  # messages handed to a consumer task; written by the loop only
 
     def send_from(self, items: deque[Msg]) -> int:
-        put = self.queue.sync_q.put_nowait
-        n = len(items)
-        for _ in range(n):
-            put(items.popleft())
-        return n
+        batch = list(items)
+        items.clear()
+        self.queue.sync_q.put_nowait(batch)
+        self.sent += len(batch)
+        return len(batch)
 
     def close(self) -> None:
         self.queue.sync_q.shutdown()  # async gets return what is left, then raise
 
     def __len__(self) -> int:
-        return self.queue.sync_q.qsize()
+        """Messages sent and not yet taken by a consumer task (approximate)."""
+        return self.sent - self.taken
 
 
 class AsyncWorkers:
@@ -69,7 +77,8 @@ class AsyncWorkers:
     ) -> None:
         self.name = name
         self.outlet = JanusOutlet()
-        self.tasks: list[asyncio.Task[None]] = []
+        self.tasks: list[asyncio.Task[None]] = []  # the consumer tasks, then the feeder
+        self._ready: asyncio.Queue[Any] | None = None  # messages in order, then _END
         self.done = threading.Event()
         self._consumer, self._concurrency = consumer, concurrency
         self._busy, self._log, self._on_gone = busy, log, on_gone
@@ -79,21 +88,38 @@ class AsyncWorkers:
         """Create the tasks; must run on the loop's thread."""
         loop = asyncio.get_running_loop()
         self._live = self._concurrency
+        self._ready = asyncio.Queue()
         self.tasks = [
-            loop.create_task(self._work(i, ctx), name=f"tinymq:{self.name}:task-{i}")
+            loop.create_task(self._work(i, ctx, self._ready), name=f"tinymq:{self.name}:task-{i}")
             for i in range(self._concurrency)
         ]
+        self.tasks.append(
+            loop.create_task(self._feed(self._ready), name=f"tinymq:{self.name}:feeder")
+        )
 
-    async def _work(self, task_id: int, ctx: Context) -> None:
+    async def _feed(self, ready: asyncio.Queue[Any]) -> None:
+        """Spread each batch from janus over ``ready``; once drained, end every task."""
+        get, put = self.outlet.queue.async_q.get, ready.put_nowait
+        while True:
+            try:
+                batch = await get()
+            except janus.AsyncQueueShutDown:
+                break
+            for msg in batch:
+                put(msg)
+        for _ in range(self._concurrency):
+            put(_END)
+
+    async def _work(self, task_id: int, ctx: Context, ready: asyncio.Queue[Any]) -> None:
         """Task loop: one consumer call at a time until the outlet is closed and drained."""
-        get, busy, consumer = self.outlet.queue.async_q.get, self._busy, self._consumer
+        get, busy, consumer, outlet = ready.get, self._busy, self._consumer, self.outlet
         cancelled = False
         try:
             while True:
-                try:
-                    msg = await get()
-                except janus.AsyncQueueShutDown:
+                msg = await get()
+                if msg is _END:
                     return
+                outlet.taken += 1
                 busy[task_id] = msg.id
                 try:
                     await consumer(ctx, msg)
