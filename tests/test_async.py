@@ -501,8 +501,8 @@ def test_tasks_a_consumer_leaves_behind_are_cancelled_when_the_owned_loop_ends()
     mq = MQ()
     mq.register_queue("q", spawns)
     mq.start()
-    assert mq._loop is not None
-    loop = mq._loop
+    loop = mq._async.loop
+    assert loop is not None
     mq.publish("q", 1)
     mq.stop(timeout=10)
     assert not asyncio.all_tasks(loop), "a pending task would be destroyed, not cancelled"

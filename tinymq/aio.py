@@ -5,14 +5,13 @@ A queue whose consumer is ``async def`` delivers to a ``JanusOutlet`` instead of
 so crossing from thread to loop costs one wake-up per batch, not per message. On the
 loop a feeder task spreads the batches over an ``asyncio.Queue`` that ``concurrency``
 consumer tasks get from, in order. The tasks run on the loop that called
-``MQ.astart()``, or on a ``LoopThread`` the MQ owns when ``start()`` was used. Only the
-loop's thread touches the tasks, the asyncio.Queue and ``AsyncWorkers._live``.
+``MQ.astart()``, or on a loop thread the MQ owns (see loops.py). Only the loop's
+thread touches the tasks, the asyncio.Queue and ``AsyncWorkers._live``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
 import threading
@@ -23,7 +22,6 @@ from typing import Any, Final, TypeVar
 import janus
 
 from tinymq.context import Context
-from tinymq.errors import StateError
 from tinymq.message import Msg
 
 T = TypeVar("T")
@@ -161,78 +159,8 @@ class AsyncWorkers:
         await self.outlet.queue.wait_closed()
 
 
-class LoopThread:
-    """An event loop running in its own daemon thread, for async consumers under ``start()``."""
-
-    def __init__(self, name: str = "tinymq:loop") -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_forever()
-            # As asyncio.run does: tasks a consumer left behind are cancelled, not destroyed.
-            leftover = asyncio.all_tasks(self.loop)
-            for task in leftover:
-                task.cancel()
-            self.loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.run_until_complete(self.loop.shutdown_default_executor())
-        finally:
-            self.loop.close()
-
-    def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
-        """Run ``fn()`` on the loop's thread and wait for its result."""
-
-        async def run() -> T:
-            return fn()
-
-        return self.run(run, timeout)
-
-    def run(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
-        """Await ``fn()`` on the loop and wait for its result from another thread.
-
-        Raises:
-            TimeoutError: no result after ``timeout`` seconds (the call goes on).
-            StateError: the loop has stopped.
-        """
-        if self.loop.is_closed() or not self._thread.is_alive():
-            raise StateError("the MQ's event loop thread has stopped")
-
-        async def run() -> T:
-            return await fn()
-
-        future = asyncio.run_coroutine_threadsafe(run(), self.loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:  # not the builtin before Python 3.11
-            raise TimeoutError(f"no answer from the MQ's event loop after {timeout} s") from None
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Stop the loop and join its thread; True if it ended in time."""
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    @property
-    def alive(self) -> bool:
-        """True while the loop thread runs."""
-        return self._thread.is_alive()
-
-
 def _task_cancelled() -> bool:
     """True if the current task was asked to cancel (not just handed a CancelledError)."""
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)  # Python 3.11+
     return cancelling is None or cancelling() > 0
-
-
-def running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running in this thread, if any."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

@@ -11,27 +11,17 @@ straight to the second channel, as Go hands a value straight to a parked receive
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, Final, Generic, TypeVar
 
 from tinymq.errors import ChannelClosedError
+from tinymq.timeouts import check_timeout
 
 T = TypeVar("T")
 
 _CLOSED: Final = object()  # never leaves this module; users may send None
-
-
-def check_timeout(timeout: float | None, name: str = "timeout") -> None:
-    """Raise if ``timeout`` is neither None nor a finite number >= 0."""
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{name} must be a number or None, got {type(timeout).__name__}")
-    if not (timeout >= 0 and math.isfinite(timeout)):
-        raise ValueError(f"{name} must be a finite number >= 0 or None, got {timeout}")
 
 
 class Channel(Generic[T]):

@@ -20,20 +20,19 @@ import enum
 import functools
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from tinymq.aio import AsyncConsumer, AsyncWorkers, LoopThread, is_async_consumer, running_loop
-from tinymq.channel import check_timeout
+from tinymq.aio import AsyncConsumer, AsyncWorkers, is_async_consumer
 from tinymq.context import Context
 from tinymq.errors import QueueExistsError, QueueNotFoundError, StateError
+from tinymq.loops import AsyncSide, running_loop
 from tinymq.message import Msg
 from tinymq.queue import Queue
+from tinymq.timeouts import check_timeout, deadline_after, remaining
 
-_LOOP_CHECK = 0.1  # how often a sync stop() checks that an astart() loop still exists
 IN_SIZE = 1024  # room in `in` before a publisher waits for the forwarder
 OUT_SIZE = 1024  # wide `out`: hand-offs to workers go in batches, not one by one
 
@@ -83,8 +82,7 @@ class MQ:
         self._state = _State.NEW
         self._queues: dict[str, _Registration] = {}
         self._forget_ctx: Callable[[], None] = lambda: None
-        self._loop: asyncio.AbstractEventLoop | None = None  # where async consumers run
-        self._loop_thread: LoopThread | None = None  # owns _loop under start()
+        self._async = AsyncSide(self._log)  # where async consumers run
 
     # -- registration ---------------------------------------------------------
 
@@ -119,6 +117,7 @@ class MQ:
                     log=self._log,
                     on_gone=functools.partial(self._tasks_gone, name),
                 )
+                self._async.groups.append(tasks)
             outlet = None if tasks is None else tasks.outlet
             queue = Queue(IN_SIZE, OUT_SIZE, name=name, outlet=outlet)
             self._queues[name] = _Registration(name, consumer, concurrency, queue, busy, tasks)
@@ -192,13 +191,9 @@ class MQ:
         ctx = _check_ctx(ctx)
         with self._lock:
             self._check_new()
-            if any(reg.tasks for reg in self._queues.values()):
-                self._loop_thread = LoopThread()
-                self._loop = self._loop_thread.loop
             for reg in self._queues.values():
                 self._start_queue(reg, ctx)
-            if self._loop_thread is not None:
-                self._loop_thread.call(functools.partial(self._start_tasks, ctx))
+            self._async.start_owned(ctx)
             self._set_running()
         self._watch(ctx)
 
@@ -209,13 +204,12 @@ class MQ:
             StateError: already started, or stopped (an MQ runs once).
         """
         ctx = _check_ctx(ctx)
-        loop = asyncio.get_running_loop()
+        asyncio.get_running_loop()  # raises outside a coroutine
         with self._lock:
             self._check_new()
             for reg in self._queues.values():
                 self._start_queue(reg, ctx)
-            self._start_tasks(ctx)
-            self._loop = loop
+            self._async.start_here(ctx)
             self._set_running()
         self._watch(ctx)
 
@@ -231,12 +225,6 @@ class MQ:
         self._forget_ctx = ctx.on_cancel(self._close_queues)
         if self._state is _State.STOPPED:  # a stop() in between has finished
             self._forget_ctx()
-
-    def _start_tasks(self, ctx: Context) -> None:
-        """Create every async consumer task; runs on the loop's thread."""
-        for reg in self._queues.values():
-            if reg.tasks is not None:
-                reg.tasks.start(ctx)
 
     def _start_queue(self, reg: _Registration, ctx: Context) -> None:
         reg.queue.start()
@@ -284,15 +272,10 @@ class MQ:
         if self._state is _State.STOPPED:
             return
         self._check_may_wait("stop()")
-        if running_loop() is self._loop is not None:
-            raise StateError("stop() on the MQ's own event loop would block it; await astop()")
-        loop = self._loop
-        if self._loop_thread is None and loop and not (loop.is_running() or loop.is_closed()):
-            # its consumers cannot run, so no drain could end
-            raise StateError("the event loop of astart() is not running: await astop() on it")
+        self._async.check_sync_stop()
         self._close_queues()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not (self._join_threads(deadline) and self._join_tasks(deadline)):
+        deadline = deadline_after(timeout)
+        if not (self._join_threads(deadline) and self._async.join(deadline)):
             raise TimeoutError(f"stop timed out after {timeout} s: {self._unconsumed()}")
         self._set_stopped()
 
@@ -307,28 +290,15 @@ class MQ:
         if self._state is _State.STOPPED:
             return
         self._check_may_wait("astop()")
-        loop = asyncio.get_running_loop()
-        if loop is self._loop and self._loop_thread is not None:
-            raise StateError(
-                "astop() on the MQ's own event loop would wait on it; cancel the context"
-            )
-        if self._loop is None or self._loop_thread is not None or self._loop.is_closed():
-            await asyncio.to_thread(self.stop, timeout)  # no tasks on this loop
+        if self._async.astop_in_thread(asyncio.get_running_loop()):
+            await asyncio.to_thread(self.stop, timeout)  # no consumer task on this loop
             return
-        if loop is not self._loop:
-            raise StateError("astop() must be awaited on the event loop that ran astart()")
         self._close_queues()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
+        # The loop keeps running the consumers while the threads are joined.
         done = await asyncio.to_thread(self._join_threads, deadline)
-        tasks = [t for reg in self._queues.values() if reg.tasks for t in reg.tasks.tasks]
-        if done and tasks:
-            done = not (await asyncio.wait(tasks, timeout=_remaining(deadline)))[1]
-        if not done:
+        if not (done and await self._async.ajoin(deadline)):
             raise TimeoutError(f"astop timed out after {timeout} s: {self._unconsumed()}")
-        for reg in self._queues.values():
-            if reg.tasks is not None:
-                await reg.tasks.wait_closed()
-                self._report_left(reg)
         self._set_stopped()
 
     def _check_may_wait(self, call: str) -> None:
@@ -337,10 +307,7 @@ class MQ:
             raise StateError(
                 f"{call} called from a consumer would wait on itself; cancel the context"
             )
-        task = asyncio.current_task() if running_loop() else None
-        if task is not None and any(
-            reg.tasks and task in reg.tasks.tasks for reg in self._queues.values()
-        ):
+        if running_loop() and self._async.runs(asyncio.current_task()):
             raise StateError(
                 f"{call} called from a consumer would wait on itself; cancel the context"
             )
@@ -348,43 +315,6 @@ class MQ:
     def _join_threads(self, deadline: float | None) -> bool:
         """Join every forwarder and worker thread until ``deadline``; True if all ended."""
         return all(_join(reg, deadline) for reg in self._queues.values())
-
-    def _join_tasks(self, deadline: float | None) -> bool:
-        """Wait for every async consumer task, then close an owned loop; True if all ended."""
-        for reg in self._queues.values():
-            if reg.tasks is not None and reg.queue.started:
-                if not self._wait_tasks_done(reg.tasks, deadline):
-                    return False
-                self._report_left(reg)
-        if self._loop_thread is not None:
-            for reg in self._queues.values():
-                if reg.tasks is not None and self._loop_thread.alive:
-                    try:
-                        self._loop_thread.run(reg.tasks.wait_closed, _remaining(deadline))
-                    except TimeoutError:
-                        return False
-            return self._loop_thread.close(_remaining(deadline))
-        return True
-
-    def _wait_tasks_done(self, tasks: AsyncWorkers, deadline: float | None) -> bool:
-        """Wait for ``tasks`` to end, or for their loop to be closed under them."""
-        while not tasks.done.wait(
-            _LOOP_CHECK if deadline is None else min(_LOOP_CHECK, _remaining(deadline) or 0)
-        ):
-            if self._loop is not None and self._loop.is_closed():
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-        return True
-
-    def _report_left(self, reg: _Registration) -> None:
-        """Log messages an async queue accepted but can no longer consume."""
-        if reg.tasks is not None and len(reg.tasks.outlet):
-            self._log.error(
-                "queue %r: %d accepted messages were never consumed: its event loop stopped",
-                reg.name,
-                len(reg.tasks.outlet),
-            )
 
     def _tasks_gone(self, name: str) -> None:
         """Every task of queue ``name`` was cancelled (its loop shut down): stop accepting."""
@@ -490,17 +420,13 @@ def _check_concurrency(name: str, concurrency: object) -> None:
 
 def _join(reg: _Registration, deadline: float | None) -> bool:
     """Join ``reg``'s forwarder and workers until ``deadline``; True if all ended."""
-    if reg.queue.started and not reg.queue.wait(_remaining(deadline)):
+    if reg.queue.started and not reg.queue.wait(remaining(deadline)):
         return False
     for thread in reg.workers:
-        thread.join(_remaining(deadline))
+        thread.join(remaining(deadline))
         if thread.is_alive():
             return False
     return True
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 _running: weakref.WeakSet[MQ] = weakref.WeakSet()
