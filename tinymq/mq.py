@@ -66,10 +66,11 @@ class _Registration:
 
 
 class MQ:
-    """An embedded message queue: named queues with consumer threads.
+    """An embedded message queue: named queues with consumer threads or asyncio tasks.
 
-    Thread-safety: every method may be called from any thread; ``stop()`` only not
-    from a consumer of this MQ (it would wait on itself; cancel the context instead).
+    Thread-safety: every method may be called from any thread; ``stop()`` and
+    ``astop()`` not from a consumer of this MQ (it would wait on itself; cancel the
+    context instead), and ``stop()`` not on the MQ's own event loop.
     """
 
     def __init__(
@@ -303,11 +304,8 @@ class MQ:
 
     def _check_may_wait(self, call: str) -> None:
         """Refuse a stop from a consumer: it would wait on itself."""
-        if threading.current_thread() in self._worker_threads():
-            raise StateError(
-                f"{call} called from a consumer would wait on itself; cancel the context"
-            )
-        if running_loop() and self._async.runs(asyncio.current_task()):
+        in_task = running_loop() is not None and self._async.runs(asyncio.current_task())
+        if in_task or threading.current_thread() in self._worker_threads():
             raise StateError(
                 f"{call} called from a consumer would wait on itself; cancel the context"
             )
