@@ -189,14 +189,7 @@ class MQ:
         Raises:
             StateError: already started, or stopped (an MQ runs once).
         """
-        ctx = _check_ctx(ctx)
-        with self._lock:
-            self._check_new()
-            for reg in self._queues.values():
-                self._start_queue(reg, ctx)
-            self._async.start_owned(ctx)
-            self._set_running()
-        self._watch(ctx)
+        self._start(_check_ctx(ctx), self._async.start_owned)
 
     async def astart(self, ctx: Context | None = None) -> None:
         """Like ``start``, but async consumers run on the running loop, which must outlive the MQ.
@@ -206,23 +199,18 @@ class MQ:
         """
         ctx = _check_ctx(ctx)
         asyncio.get_running_loop()  # raises outside a coroutine
+        self._start(ctx, self._async.start_here)
+
+    def _start(self, ctx: Context, start_tasks: Callable[[Context], None]) -> None:
+        """Start forwarders and worker threads, then the async consumers with ``start_tasks``."""
         with self._lock:
-            self._check_new()
+            if self._state is not _State.NEW:
+                raise StateError(f"cannot start: the MQ is {self._state.value}")
             for reg in self._queues.values():
                 self._start_queue(reg, ctx)
-            self._async.start_here(ctx)
-            self._set_running()
-        self._watch(ctx)
-
-    def _check_new(self) -> None:
-        if self._state is not _State.NEW:
-            raise StateError(f"cannot start: the MQ is {self._state.value}")
-
-    def _set_running(self) -> None:
-        self._state = _State.RUNNING
-        _running.add(self)
-
-    def _watch(self, ctx: Context) -> None:
+            start_tasks(ctx)
+            self._state = _State.RUNNING
+            _running.add(self)
         self._forget_ctx = ctx.on_cancel(self._close_queues)
         if self._state is _State.STOPPED:  # a stop() in between has finished
             self._forget_ctx()
