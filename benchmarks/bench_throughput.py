@@ -330,21 +330,36 @@ def throughput_round(contender: str, messages: int, workers: int) -> float:
     return elapsed
 
 
+def run_rounds(
+    case: ThroughputCase,
+    contenders: Sequence[str],
+    rounds: int,
+    one_round: Callable[[str], float],
+    what: str,
+) -> ThroughputCase:
+    """Fill ``case`` with ``rounds`` interleaved rounds of every contender."""
+    for r in range(rounds):
+        for contender in contenders:
+            seconds = one_round(contender)
+            case.seconds[contender].append(seconds)
+            progress(
+                f"{what} round {r + 1}/{rounds}: {contender} {case.messages / seconds:,.0f} msgs/s"
+            )
+    return case
+
+
 def measure_throughput(config: Config) -> list[ThroughputCase]:
     """Run the interleaved throughput rounds for every consumer count."""
-    cases = []
-    for workers in config.consumers:
-        case = ThroughputCase(workers, config.messages, {c: [] for c in CONTENDERS})
-        for r in range(config.rounds):
-            for contender in CONTENDERS:
-                seconds = throughput_round(contender, config.messages, workers)
-                case.seconds[contender].append(seconds)
-                progress(
-                    f"throughput {workers} consumer(s) round {r + 1}/{config.rounds}: "
-                    f"{contender} {config.messages / seconds:,.0f} msgs/s"
-                )
-        cases.append(case)
-    return cases
+    return [
+        run_rounds(
+            ThroughputCase(workers, config.messages, {c: [] for c in CONTENDERS}),
+            CONTENDERS,
+            config.rounds,
+            partial(throughput_round, messages=config.messages, workers=workers),
+            f"throughput {workers} consumer(s)",
+        )
+        for workers in config.consumers
+    ]
 
 
 def async_throughput_round(contender: str, messages: int, tasks: int) -> float:
@@ -359,20 +374,22 @@ def async_throughput_round(contender: str, messages: int, tasks: int) -> float:
 
 def measure_async_throughput(config: Config) -> list[ThroughputCase]:
     """Run the interleaved sync-to-async rounds for every task count."""
-    cases = []
-    for tasks in config.async_tasks:
-        seconds: dict[str, list[float]] = {c: [] for c in ASYNC_CONTENDERS}
-        case = ThroughputCase(tasks, config.async_messages, seconds, JANUS, TINYMQ_ASYNC)
-        for r in range(config.rounds):
-            for contender in ASYNC_CONTENDERS:
-                elapsed = async_throughput_round(contender, config.async_messages, tasks)
-                case.seconds[contender].append(elapsed)
-                progress(
-                    f"async throughput {tasks} task(s) round {r + 1}/{config.rounds}: "
-                    f"{contender} {config.async_messages / elapsed:,.0f} msgs/s"
-                )
-        cases.append(case)
-    return cases
+    return [
+        run_rounds(
+            ThroughputCase(
+                tasks,
+                config.async_messages,
+                {c: [] for c in ASYNC_CONTENDERS},
+                JANUS,
+                TINYMQ_ASYNC,
+            ),
+            ASYNC_CONTENDERS,
+            config.rounds,
+            partial(async_throughput_round, messages=config.async_messages, tasks=tasks),
+            f"async throughput {tasks} task(s)",
+        )
+        for tasks in config.async_tasks
+    ]
 
 
 # -- latency ---------------------------------------------------------------------
