@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import tinymq_threads, wait_until
 from tinymq import MQ, Context, Msg, QueueClosedError, StateError
+from tinymq.store import Wait
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -333,12 +334,12 @@ def test_apublish_waits_off_the_loop_when_in_is_full(monkeypatch: pytest.MonkeyP
     blocked = threading.Event()
     release = threading.Event()
 
-    def full_in(msg: Msg, timeout: float | None = None) -> None:
+    def full_in(msg: Msg, timeout: float | None = None) -> Wait:
         if timeout == 0:
             raise TimeoutError("in is full")  # what Channel.send says when full
         blocked.set()
         assert release.wait(10)
-        enqueue(msg, timeout)
+        return enqueue(msg, timeout)
 
     monkeypatch.setattr(queue, "enqueue", full_in)
 

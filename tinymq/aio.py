@@ -70,6 +70,7 @@ class AsyncWorkers:
         concurrency: int,
         *,
         busy: list[int | None],
+        ack: Callable[[Msg], None],
         log: logging.Logger,
         on_gone: Callable[[], None],
     ) -> None:
@@ -79,7 +80,7 @@ class AsyncWorkers:
         self._ready: asyncio.Queue[Any] | None = None  # messages in order, then _END
         self.done = threading.Event()
         self._consumer, self._concurrency = consumer, concurrency
-        self._busy, self._log, self._on_gone = busy, log, on_gone
+        self._busy, self._ack, self._log, self._on_gone = busy, ack, log, on_gone
         self._live = 0
 
     def start(self, ctx: Context) -> None:
@@ -110,7 +111,13 @@ class AsyncWorkers:
 
     async def _work(self, task_id: int, ctx: Context, ready: asyncio.Queue[Any]) -> None:
         """Task loop: one consumer call at a time until the outlet is closed and drained."""
-        get, busy, consumer, outlet = ready.get, self._busy, self._consumer, self.outlet
+        get, busy, consumer, outlet, ack = (
+            ready.get,
+            self._busy,
+            self._consumer,
+            self.outlet,
+            self._ack,
+        )
         cancelled = False
         try:
             while True:
@@ -143,6 +150,7 @@ class AsyncWorkers:
                         task_id,
                         msg.id,
                     )
+                ack(msg)  # success or final failure: the message is done
                 busy[task_id] = None
         except asyncio.CancelledError:
             cancelled = True

@@ -6,6 +6,8 @@ builtin ValueError or TypeError instead, naming the argument.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TinyMQError(Exception):
     """Base class of every tinymq error; ``str()`` is the plain message."""
@@ -49,3 +51,39 @@ class ChannelClosedError(TinyMQError):
 
 class StateError(TinyMQError, RuntimeError):
     """Raised when a call does not fit the state the MQ or queue is in."""
+
+
+class StorageError(TinyMQError, OSError):
+    """Raised when a durable queue's log cannot be written or synced.
+
+    Nothing is acknowledged by a call that raises it. ``errno`` is the cause's, if any.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class StorageFullError(StorageError):
+    """Raised when the disk (or a file size limit) has no room for a record; retry later."""
+
+
+class CorruptionError(TinyMQError):
+    """Raised on open with ``on_corruption="fail"`` when a log holds damaged records.
+
+    ``damage`` lists each damaged range (segment, offset, length, lost ids).
+    """
+
+    def __init__(self, message: str, damage: list[Any]) -> None:
+        super().__init__(message)
+        self.damage = damage
+
+
+class DataDirLockedError(StateError):
+    """Raised when another MQ, in this process or another, holds the data directory."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"data directory {path!r} is locked by {holder}")
+        self.path = path
+        self.pid = pid

@@ -12,9 +12,11 @@ class Msg:
 
     ``id`` is issued per queue, from 0, in the order messages enter the queue, so
     id order is delivery order. ``attempt`` counts consumer calls, from 1.
+    ``redelivered`` is True for a message a durable queue recovered from a previous run.
     """
 
     id: int
     data: Any
     queue: str
     attempt: int = 1
+    redelivered: bool = False

@@ -6,6 +6,10 @@ on the loop of ``astart()``, or on a loop thread the MQ owns under ``start()``.
 ``stop()`` (or cancelling the Context given to ``start``) closes every queue; workers
 consume what was accepted and exit when the queue's end is reached.
 
+Durable queues (``register_queue(..., durable=True)`` on an ``MQ(data_dir=...)``) keep
+their messages in a log under ``data_dir`` (see durable.py): opening one recovers
+what an earlier run accepted and did not finish, which is delivered again first.
+
 Interpreter exit: all threads are daemons, and an ``atexit`` handler stops every MQ
 still running, draining for up to ``exit_timeout`` seconds and logging at ERROR what
 it could not consume. The process therefore never hangs on a stuck consumer, and
@@ -19,6 +23,7 @@ import atexit
 import enum
 import functools
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -27,10 +32,15 @@ from typing import Any, TypeVar, cast
 
 from tinymq.aio import AsyncConsumer, AsyncWorkers, is_async_consumer
 from tinymq.context import Context
+from tinymq.datadir import DataDir
+from tinymq.durable import DurableOptions, DurableStore
 from tinymq.errors import QueueExistsError, QueueNotFoundError, StateError
 from tinymq.loops import AsyncSide, running_loop
 from tinymq.message import Msg
 from tinymq.queue import Queue
+from tinymq.recovery import RecoveryReport
+from tinymq.serializers import JSON, Serializer
+from tinymq.store import MemoryStore, Store, Wait
 from tinymq.timeouts import check_timeout, deadline_after, remaining
 
 IN_SIZE = 1024  # room in `in` before a publisher waits for the forwarder
@@ -57,6 +67,7 @@ class _Registration:
     consumer: Callable[[Context, Msg], object]
     concurrency: int
     queue: Queue
+    store: Store
     # busy[i] is the id of the message worker (or task) i consumes, or None; one writer each.
     busy: list[int | None]
     tasks: AsyncWorkers | None  # for an async consumer; else worker threads
@@ -74,9 +85,42 @@ class MQ:
     """
 
     def __init__(
-        self, logger: logging.Logger | None = None, *, exit_timeout: float | None = 30.0
+        self,
+        logger: logging.Logger | None = None,
+        *,
+        exit_timeout: float | None = 30.0,
+        data_dir: str | os.PathLike[str] | None = None,
+        fsync: str = "always",
+        fsync_interval: float = 0.2,
+        segment_size: int = 16 << 20,
+        on_corruption: str = "skip",
+        serializer: Serializer = JSON,
     ) -> None:
+        """Create an MQ; with ``data_dir``, lock that directory for durable queues.
+
+        Args:
+            logger: where failures are logged (default: the ``tinymq`` logger).
+            exit_timeout: how long interpreter exit drains a running MQ.
+            data_dir: directory of the durable queues' logs; held until ``stop()``.
+            fsync: "always" (publish returns once its record is on stable storage),
+                "interval" (synced every ``fsync_interval`` seconds) or "never".
+            segment_size: bytes per log segment file.
+            on_corruption: "skip" damaged records (logged, reported) or "fail" on open.
+            serializer: how durable message data is stored; JSON unless told otherwise.
+
+        Raises:
+            DataDirLockedError: another MQ, here or in another process, holds ``data_dir``.
+            ValueError, TypeError: a bad option.
+        """
         check_timeout(exit_timeout, "exit_timeout")
+        self._durable = DurableOptions(
+            fsync=fsync,
+            fsync_interval=fsync_interval,
+            segment_size=segment_size,
+            on_corruption=on_corruption,
+            serializer=serializer,
+        )
+        self._data_dir = None if data_dir is None else DataDir(data_dir)
         self._log = logger if logger is not None else logging.getLogger("tinymq")
         self._exit_timeout = exit_timeout
         self._lock = threading.Lock()  # guards _state and writes to _queues
@@ -87,26 +131,35 @@ class MQ:
 
     # -- registration ---------------------------------------------------------
 
-    def register_queue(self, name: str, consumer: AnyConsumer, concurrency: int = 1) -> None:
+    def register_queue(
+        self, name: str, consumer: AnyConsumer, concurrency: int = 1, *, durable: bool = False
+    ) -> None:
         """Register queue ``name`` whose messages go to ``consumer``.
 
         A plain function runs on ``concurrency`` threads; an ``async def`` consumer runs
-        as ``concurrency`` asyncio tasks.
+        as ``concurrency`` asyncio tasks. A ``durable`` queue opens its log under
+        ``data_dir`` here, and recovers what earlier runs left unfinished.
 
         Raises:
-            TypeError, ValueError: a bad name, consumer or concurrency.
+            TypeError, ValueError: a bad name, consumer or concurrency; ``durable``
+                without a ``data_dir``.
             QueueExistsError: the name is taken.
             StateError: the MQ has already been started.
+            CorruptionError: the log is damaged and ``on_corruption="fail"``.
+            StorageError: the log cannot be read or written.
         """
         _check_name(name)
         if not callable(consumer):
             raise TypeError(f"consumer for queue {name!r} must be callable, got {consumer!r}")
         _check_concurrency(name, concurrency)
+        if durable and self._data_dir is None:
+            raise ValueError(f"queue {name!r}: durable=True needs MQ(data_dir=...)")
         with self._lock:
             if self._state is not _State.NEW:
                 raise StateError(f"cannot register queue {name!r}: the MQ is {self._state.value}")
             if name in self._queues:
                 raise QueueExistsError(name)
+            store = self._open_store(name) if durable else MemoryStore()
             busy: list[int | None] = [None] * concurrency
             tasks = None
             if is_async_consumer(consumer):
@@ -115,24 +168,45 @@ class MQ:
                     cast(AsyncConsumer, consumer),
                     concurrency,
                     busy=busy,
+                    ack=store.ack,
                     log=self._log,
                     on_gone=functools.partial(self._tasks_gone, name),
                 )
                 self._async.groups.append(tasks)
             outlet = None if tasks is None else tasks.outlet
-            queue = Queue(IN_SIZE, OUT_SIZE, name=name, outlet=outlet)
-            self._queues[name] = _Registration(name, consumer, concurrency, queue, busy, tasks)
+            queue = Queue(IN_SIZE, OUT_SIZE, name=name, outlet=outlet, store=store)
+            self._queues[name] = _Registration(
+                name, consumer, concurrency, queue, store, busy, tasks, next_id=store.next_id
+            )
 
-    def consumer(self, name: str, concurrency: int = 1) -> Callable[[C], C]:
+    def _open_store(self, name: str) -> DurableStore:
+        assert self._data_dir is not None
+        directory = self._data_dir.queue_dir(name)
+        return DurableStore(directory, name, self._durable, self._log)
+
+    def consumer(
+        self, name: str, concurrency: int = 1, *, durable: bool = False
+    ) -> Callable[[C], C]:
         """Decorator form of ``register_queue``; returns the function unchanged."""
         _check_name(name)
         _check_concurrency(name, concurrency)
 
         def register(fn: C) -> C:
-            self.register_queue(name, cast(AnyConsumer, fn), concurrency)
+            self.register_queue(name, cast(AnyConsumer, fn), concurrency, durable=durable)
             return fn
 
         return register
+
+    def recovery_report(self, name: str) -> RecoveryReport | None:
+        """What opening durable queue ``name`` found (None for an in-memory queue).
+
+        Raises:
+            QueueNotFoundError: no such queue.
+        """
+        reg = self._queues.get(name)
+        if reg is None:
+            raise QueueNotFoundError(name)
+        return reg.store.report if isinstance(reg.store, DurableStore) else None
 
     @property
     def queue_names(self) -> list[str]:
@@ -144,30 +218,38 @@ class MQ:
     def publish(self, name: str, data: Any) -> int:
         """Accept ``data`` on queue ``name`` and return its id; callable before ``start()``.
 
-        Blocks only while the queue's ``in`` channel is full, which its forwarder empties.
+        Blocks only while the queue's ``in`` channel is full, which its forwarder empties,
+        and, for a durable queue with fsync="always", until the record is synced.
 
         Raises:
             QueueNotFoundError: no such queue.
             QueueClosedError: the MQ is stopping or stopped.
+            TypeError: a durable queue's serializer cannot encode ``data``; nothing written.
+            StorageError: a durable queue could not store it (StorageFullError: no room).
+                The message was not acknowledged; if the error came from the sync, it
+                may still be delivered.
         """
         reg = self._queues.get(name)
         if reg is None:
             raise QueueNotFoundError(name)
         with reg.seq_lock:
-            return _enqueue(reg, data)
+            msg_id, wait = _enqueue(reg, data)
+        wait()  # outside the lock: concurrent publishers share one sync
+        return msg_id
 
     async def apublish(self, name: str, data: Any) -> int:
         """Like ``publish``, but never blocks the event loop.
 
-        The common case takes no thread hop; when ``in`` is full or another publisher
-        holds the queue's id lock, the blocking publish runs in the loop's executor.
+        The common case takes no thread hop; when ``in`` is full, another publisher
+        holds the queue's id lock, or the queue is durable (its write may wait for the
+        disk), the blocking publish runs in the loop's executor.
         """
         reg = self._queues.get(name)
         if reg is None:
             raise QueueNotFoundError(name)
-        if reg.seq_lock.acquire(blocking=False):
+        if not reg.store.durable and reg.seq_lock.acquire(blocking=False):
             try:
-                return _enqueue(reg, data, timeout=0)
+                return _enqueue(reg, data, timeout=0)[0]
             except TimeoutError:
                 pass
             finally:
@@ -233,7 +315,7 @@ class MQ:
 
     def _work(self, reg: _Registration, worker_id: int, ctx: Context) -> None:
         """Worker loop: one consumer call at a time until ``out`` is closed and drained."""
-        consumer, busy, log = reg.consumer, reg.busy, self._log
+        consumer, busy, log, ack = reg.consumer, reg.busy, self._log, reg.queue.ack
         for msg in reg.queue.dequeue():
             busy[worker_id] = msg.id
             try:
@@ -245,6 +327,7 @@ class MQ:
                     worker_id,
                     msg.id,
                 )
+            ack(msg)  # success or final failure: the message is done
             busy[worker_id] = None
 
     def stop(self, timeout: float | None = None) -> None:
@@ -315,6 +398,14 @@ class MQ:
             self._state = _State.STOPPED
             _running.discard(self)
         self._forget_ctx()
+        self._close_stores()
+
+    def _close_stores(self) -> None:
+        """Sync and close every durable log, then free the data directory."""
+        for reg in self._queues.values():
+            reg.store.close()
+        if self._data_dir is not None:
+            self._data_dir.close()
 
     def _close_queues(self) -> None:
         """Begin the graceful shutdown: no queue accepts messages from now on."""
@@ -328,12 +419,19 @@ class MQ:
                 reg.queue.close()
         if never_started:
             self._warn_never_started()
+            self._close_stores()
 
     def _warn_never_started(self) -> None:
-        """Log what was accepted but will never be consumed; queues are closed by now."""
-        lost = {reg.name: reg.queue.backlog for reg in self._queues.values() if reg.queue.backlog}
+        """Log what was accepted but not consumed; queues are closed by now."""
+        waiting = {
+            reg.name: reg.queue.backlog for reg in self._queues.values() if reg.queue.backlog
+        }
+        kept = {name: n for name, n in waiting.items() if self._queues[name].store.durable}
+        lost = {name: n for name, n in waiting.items() if name not in kept}
         if lost:
             self._log.error("MQ stopped before it was started: never consumed %s", lost)
+        if kept:
+            self._log.info("MQ stopped before it was started: kept for the next run %s", kept)
 
     def _worker_threads(self) -> list[threading.Thread]:
         return [w for reg in self._queues.values() for w in reg.workers]
@@ -374,12 +472,12 @@ class MQ:
         return f"<MQ {self._state.value} queues={self.queue_names}>"
 
 
-def _enqueue(reg: _Registration, data: Any, timeout: float | None = None) -> int:
+def _enqueue(reg: _Registration, data: Any, timeout: float | None = None) -> tuple[int, Wait]:
     """Issue the next id and enqueue; the caller holds ``reg.seq_lock``."""
     msg_id = reg.next_id
-    reg.queue.enqueue(Msg(msg_id, data, reg.name), timeout)
+    wait = reg.queue.enqueue(Msg(msg_id, data, reg.name), timeout)
     reg.next_id = msg_id + 1  # only once accepted: a refused publish burns no id
-    return msg_id
+    return msg_id, wait
 
 
 def _check_ctx(ctx: object) -> Context:

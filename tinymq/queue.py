@@ -1,10 +1,11 @@
 """Queue: FIFO between an ``in`` and an ``out`` Channel, bridged by a forwarder thread.
 
-Once started, only the forwarder thread touches ``_pending``, an unbounded deque, so
-``in`` keeps draining even while ``out`` is full. Closing closes ``in``: the forwarder
-moves everything still in ``in`` and ``_pending`` into ``out``, in order, and then
-closes ``out`` (the Channel close contract does the rest). A queue built with an
-``Outlet`` (the asyncio side) delivers there instead of ``out``.
+Once started, only the forwarder thread touches ``_pending``, the backlog its Store
+gives it (a deque in memory; a bounded read-ahead over the log for a durable queue),
+so ``in`` keeps draining even while ``out`` is full. Closing closes ``in``: the
+forwarder moves everything still in ``in`` and ``_pending`` into ``out``, in order,
+and then closes ``out`` (the Channel close contract does the rest). A queue built
+with an ``Outlet`` (the asyncio side) delivers there instead of ``out``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Protocol
 from tinymq.channel import Channel, bridge, wait_ready
 from tinymq.errors import ChannelClosedError, QueueClosedError, StateError
 from tinymq.message import Msg
+from tinymq.store import MemoryStore, Store, Wait
 
 
 class Outlet(Protocol):
@@ -34,9 +36,10 @@ class Outlet(Protocol):
 class Queue:
     """One named FIFO of messages with its forwarder thread.
 
-    ``enqueue`` may be called from any thread, also before ``start()``. Consumers
-    receive from ``dequeue()``; iteration over it ends once the queue is closed and
-    everything enqueued before ``close()`` has been received.
+    ``enqueue`` may be called from any thread, also before ``start()``, in id order.
+    Consumers receive from ``dequeue()``, and ``ack`` each message once done with it;
+    iteration over ``dequeue()`` ends once the queue is closed and everything
+    enqueued before ``close()`` (or recovered by the store) has been received.
     """
 
     def __init__(
@@ -46,11 +49,14 @@ class Queue:
         *,
         name: str = "queue",
         outlet: Outlet | None = None,
+        store: Store | None = None,
     ) -> None:
         self.name = name
         self._in, self._out = bridge(in_size, out_size)
         self._outlet = outlet
-        self._pending: deque[Msg] = deque()
+        self._store: Store = MemoryStore() if store is None else store
+        self._pending = self._store.backlog()
+        self.ack = self._store.ack
         # Guards _thread; until _thread is set it also guards _pending.
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -66,19 +72,31 @@ class Queue:
             thread.start()
             self._thread = thread
 
-    def enqueue(self, msg: Msg, timeout: float | None = None) -> None:
+    def enqueue(self, msg: Msg, timeout: float | None = None) -> Wait:
         """Accept ``msg``; blocks only while ``in`` is full, which the forwarder empties.
+
+        Returns the wait for the store's promise (a durable record on disk); call it
+        after releasing the id lock, so that concurrent publishers share one sync.
 
         Raises:
             QueueClosedError: ``close()`` was called before (or while blocked).
             TimeoutError: ``in`` stayed full for ``timeout`` seconds; nothing accepted.
+            TypeError, StorageError: the store refused the message; nothing accepted.
         """
-        if self._thread is None and self._enqueue_before_start(msg):
-            return
+        if self._in.closed:
+            raise QueueClosedError(self.name)
+        msg, wait = self._store.append(msg)
         try:
+            if self._thread is None and self._enqueue_before_start(msg):
+                return wait
             self._in.send(msg, timeout)
         except ChannelClosedError:
+            self._store.cancel(msg)
             raise QueueClosedError(self.name) from None
+        except BaseException:
+            self._store.cancel(msg)
+            raise
+        return wait
 
     def _enqueue_before_start(self, msg: Msg) -> bool:
         """Append to ``_pending`` if no forwarder runs yet; False once one does."""
@@ -86,8 +104,8 @@ class Queue:
             if self._thread is not None:
                 return False
             if self._in.closed:
-                raise QueueClosedError(self.name)
-            self._pending.append(msg)
+                raise ChannelClosedError(self.name)
+            self._pending.extend((msg,))
             return True
 
     def dequeue(self) -> Channel[Msg]:
@@ -142,17 +160,19 @@ class Queue:
         src: Channel[Msg] | None = self._in
         dst, pending = self._out, self._pending
         out: Channel[Msg] | Outlet = dst if self._outlet is None else self._outlet
-        hand_off = self._outlet is None
+        hand_off = self._outlet is None and self._store.direct_hand_off
         try:
-            while src is not None or pending:
+            while True:
                 if src is not None:
                     try:
                         pending.extend(src.recv_all())
                     except ChannelClosedError:
                         src = None
-                if pending:
-                    out.send_from(pending)
-                wait_ready(src, dst, want_room=bool(pending), hand_off=hand_off)
+                if pending.refill():
+                    out.send_from(pending.ready)
+                elif src is None:
+                    break
+                wait_ready(src, dst, want_room=len(pending) > 0, hand_off=hand_off)
         finally:
             out.close()  # even on a bug: workers must not wait forever
 

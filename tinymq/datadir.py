@@ -1,0 +1,82 @@
+"""DataDir: the directory of an MQ's durable queues, held by one MQ at a time.
+
+Layout: ``LOCK`` (flock'ed, holding the owner's pid for error messages) and
+``queues/<name>/`` with each queue's segments. The lock is ``fcntl.flock`` on its
+own open file description, so a second opener in the same process is refused too,
+and the kernel frees it when the holder dies, however it dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+
+from tinymq.errors import DataDirLockedError
+
+_QUEUE_DIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def check_durable_name(name: str) -> None:
+    """Refuse queue names that are not safe as a directory name."""
+    if not _QUEUE_DIR_NAME.match(name):
+        raise ValueError(
+            f"durable queue name {name!r} must be 1-200 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def queues_dir(path: str) -> str:
+    return os.path.join(path, "queues")
+
+
+class DataDir:
+    """An exclusively locked data directory; raises DataDirLockedError at once if held."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        os.makedirs(queues_dir(self.path), exist_ok=True)
+        _fsync_dir(self.path)
+        _fsync_dir(os.path.dirname(self.path))
+        lock_path = os.path.join(self.path, "LOCK")
+        self._fd: int | None = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            raise DataDirLockedError(self.path, pid) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def queue_dir(self, name: str) -> str:
+        check_durable_name(name)
+        return os.path.join(queues_dir(self.path), name)
+
+    def close(self) -> None:
+        """Release the lock. Idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<DataDir {self.path!r}{' locked' if self._fd is not None else ''}>"
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

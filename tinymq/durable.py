@@ -1,0 +1,510 @@
+"""DurableStore: a queue's messages in an append-only log of segment files (see wal.py).
+
+A publish writes its MSG record before it returns; with ``fsync="always"`` it also
+waits until the record is on stable storage, and publishers waiting at the same time
+share one fdatasync (group commit: whoever finds no sync running starts one covering
+everything written so far; the others wait for it). A consumer's end writes an ACK
+record, which rides the next sync. Segments whose messages are all acknowledged are
+deleted from the oldest on; the few live messages of an old segment are moved forward
+(re-appended with their id) so that a straggler never pins old segments.
+
+A failed fdatasync is never retried: the store stays failed and refuses publishes
+until it is reopened, because the kernel may have dropped the pages it failed to write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from tinymq import recovery, wal
+from tinymq.errors import QueueClosedError, StorageError, StorageFullError
+from tinymq.failpoints import failpoint
+from tinymq.fileops import REAL, FileOps
+from tinymq.message import Msg
+from tinymq.serializers import JSON, Serializer
+from tinymq.store import Backlog, Wait, no_wait
+
+FSYNC_POLICIES: Final = ("always", "interval", "never")
+CORRUPTION_POLICIES: Final = ("skip", "fail")
+READ_AHEAD: Final = 1024  # payloads the forwarder holds; the rest of a backlog stays on disk
+_FULL_ERRNOS: Final = frozenset((errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
+_MOVE_WHEN_LIVE_AT_MOST: Final = 0.1  # move an old segment's messages once this share is live
+
+
+@dataclass(frozen=True)
+class DurableOptions:
+    """How durable queues write their logs; checked when built."""
+
+    fsync: str = "always"
+    fsync_interval: float = 0.2  # seconds between syncs with fsync="interval"
+    segment_size: int = 16 << 20  # bytes after which a new segment file is started
+    max_record: int = 16 << 20  # largest serialized message, in bytes
+    on_corruption: str = "skip"  # or "fail": raise CorruptionError on open
+    serializer: Serializer = JSON
+    ops: FileOps = field(default=REAL, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {self.fsync!r}")
+        if self.on_corruption not in CORRUPTION_POLICIES:
+            raise ValueError(
+                f"on_corruption must be one of {CORRUPTION_POLICIES}, got {self.on_corruption!r}"
+            )
+        _check_number("fsync_interval", self.fsync_interval, low=0.001)
+        _check_number("segment_size", self.segment_size, low=1024, integer=True)
+        _check_number("max_record", self.max_record, low=1, integer=True)
+        if not (
+            callable(getattr(self.serializer, "dumps", None))
+            and callable(getattr(self.serializer, "loads", None))
+        ):
+            raise TypeError(f"serializer must have dumps and loads, got {self.serializer!r}")
+
+
+class DurableStore:
+    """The log of one durable queue, opened (and recovered) on construction.
+
+    ``append`` is called in id order (under the queue's id lock); ``ack`` from any
+    consumer; the backlog only by the forwarder. Raises CorruptionError from the
+    constructor when ``on_corruption="fail"`` and the log is damaged.
+    """
+
+    durable = True
+    direct_hand_off = False  # every message passes the backlog, which tracks the disk
+
+    def __init__(
+        self, directory: str, name: str, options: DurableOptions, log: logging.Logger
+    ) -> None:
+        self.name, self._dir, self._opt, self._log = name, directory, options, log
+        self._ops, self._ser = options.ops, options.serializer
+        options.ops.mkdir(directory)
+        options.ops.fsync_dir(os.path.dirname(directory))
+        state, self.report = recovery.recover(
+            options.ops,
+            directory,
+            name,
+            max_record=options.max_record,
+            on_corruption=options.on_corruption,
+            log=log,
+        )
+        self.next_id = self.first_new_id = state.next_id
+        self._recovered_end = state.next_id
+        # Guards the log's tail and what it indexes: _fd, _segment, _offset, _written,
+        # _tail, _state, _readers, _closed.
+        self._lock = threading.Lock()
+        self._state = state
+        self._readers: dict[int, int] = {}  # segment -> fd for reading
+        self._fd, self._segment, self._offset, self._written = -1, 0, 0, 0
+        self._tail = (-1, 0)  # (fd, _written), replaced whole so a syncer reads it unlocked
+        # Guards _synced and _syncing; notified when a sync ends.
+        self._sync_done = threading.Condition()
+        self._synced = 0  # bytes of this run known to be on stable storage
+        self._syncing = False  # a thread is in fdatasync (or rolling the segment)
+        self._error: StorageError | None = None  # set once by a failed sync: the store is failed
+        self._closed = False
+        self._closing = threading.Event()
+        with self._lock:
+            self._start_segment(max(state.live, default=0) + 1)
+            self._collect()
+        self._flusher: threading.Thread | None = None
+        if options.fsync == "interval":
+            self._flusher = threading.Thread(
+                target=self._flush_every, name=f"tinymq:{name}:flusher", daemon=True
+            )
+            self._flusher.start()
+
+    # -- publishers -----------------------------------------------------------
+
+    def append(self, msg: Msg) -> tuple[Msg, Wait]:
+        """Write ``msg``'s record; return the message as consumers will see it, and the wait.
+
+        Raises:
+            TypeError, ValueError: the serializer cannot encode the data, or it is too big.
+            StorageFullError, StorageError: nothing was written (or the store is failed).
+        """
+        payload = self._encode(msg.data)
+        record = wal.encode(wal.MSG, msg.id, payload, time.time())
+        delivered = Msg(msg.id, self._ser.loads(payload), msg.queue)
+        with self._lock:
+            self._check_writable()
+            if self._offset + len(record) > self._opt.segment_size:
+                self._roll()
+            offset = self._write(record)
+            self._place(msg.id, self._segment, offset, len(payload))
+            self.next_id = msg.id + 1
+            written = self._written
+        failpoint("publish.after_write")
+        if self._opt.fsync == "always":
+            return delivered, functools.partial(self._wait_published, written)
+        return delivered, no_wait
+
+    def _encode(self, data: object) -> bytes:
+        try:
+            payload = self._ser.dumps(data)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise TypeError(
+                f"queue {self.name!r}: {self._ser!r} cannot encode {type(data).__name__}: {exc}"
+            ) from exc
+        if len(payload) > self._opt.max_record:
+            raise ValueError(
+                f"queue {self.name!r}: message of {len(payload)} bytes exceeds "
+                f"max_record={self._opt.max_record}"
+            )
+        return payload
+
+    def _wait_published(self, written: int) -> None:
+        self._wait_synced(written)
+        failpoint("publish.after_sync")
+
+    def _wait_synced(self, written: int) -> None:
+        """Return once the first ``written`` bytes of this run are on stable storage."""
+        while True:
+            with self._sync_done:
+                while not (self._synced >= written or self._error or not self._syncing):
+                    self._sync_done.wait()
+                if self._error is not None:
+                    raise self._error
+                if self._synced >= written:
+                    break
+                self._syncing = True  # this thread leads the next sync
+            self._sync()
+
+    def _sync(self) -> None:
+        """fdatasync everything written so far; the caller has set ``_syncing``."""
+        fd, target = self._tail  # unlocked: the tail only changes while _syncing is set
+        try:
+            self._ops.fdatasync(fd)
+        except OSError as exc:
+            self._fail(exc, f"fdatasync of segment {self._segment}")
+        finally:
+            with self._sync_done:
+                self._syncing = False
+                if self._error is None:
+                    self._synced = max(self._synced, target)
+                self._sync_done.notify_all()
+
+    def _fail(self, exc: OSError, what: str) -> None:
+        """Refuse every later publish: a failed sync is never retried (raises the error)."""
+        error = StorageError(
+            f"queue {self.name!r}: {what} failed ({exc}); the queue refuses publishes "
+            "until the MQ is reopened",
+            exc.errno,
+        )
+        if self._error is None:
+            self._error = error
+            self._log.error("%s", error)
+        raise error from exc
+
+    def cancel(self, msg: Msg) -> None:
+        self.ack(msg)
+
+    # -- consumers ------------------------------------------------------------
+
+    def ack(self, msg: Msg) -> None:
+        """Write ``msg``'s ACK record, unsynced: losing it costs a redelivery, not a message."""
+        record = wal.encode(wal.ACK, msg.id, b"", time.time())
+        with self._lock:
+            if self._closed:
+                return
+            segment = self._state.ledger.remove(msg.id)
+            if segment is None:
+                return
+            self._state.live[segment] -= 1
+            if self._error is not None:
+                return
+            try:
+                self._write(record)
+            except StorageError as exc:
+                self._log.warning(
+                    "queue %r: message %d will be delivered again after a restart: %s",
+                    self.name,
+                    msg.id,
+                    exc,
+                )
+
+    # -- the forwarder --------------------------------------------------------
+
+    def backlog(self) -> Backlog:
+        """The pending list, starting with every message recovered from earlier runs."""
+        return DurableBacklog(self, self._state.ledger.lowest_live(), self._recovered_end)
+
+    def load(self, start: int, end: int, limit: int) -> tuple[list[Msg], int]:
+        """Read up to ``limit`` live messages with ids in ``[start, end)``.
+
+        Returns them and the id to go on from.
+        """
+        msgs: list[Msg] = []
+        with self._lock:
+            ledger = self._state.ledger
+            while start < end and len(msgs) < limit:
+                where = ledger.get(start)
+                if where is not None:
+                    msg = self._read(start, *where)
+                    if msg is not None:
+                        msgs.append(msg)
+                start += 1
+        return msgs, start
+
+    def _read(self, msg_id: int, segment: int, offset: int, length: int) -> Msg | None:
+        """Read one message back; None (and logged, and forgotten) if it fails its checks."""
+        try:
+            raw = self._ops.pread(self._reader(segment), wal.HEADER_SIZE + length, offset)
+            record = wal.parse(raw, 0, self._opt.max_record)
+            if record is None or record.kind != wal.MSG or record.id != msg_id:
+                raise ValueError("bad checksum or framing")
+            data = self._ser.loads(raw[wal.HEADER_SIZE :])
+        except Exception as exc:  # noqa: BLE001 - the one message is lost, not the queue
+            self._log.error(
+                "queue %r: lost message %d: its record in segment %d at offset %d is "
+                "unreadable (%s)",
+                self.name,
+                msg_id,
+                segment,
+                offset,
+                exc,
+            )
+            self._state.drop(msg_id)
+            return None
+        return Msg(msg_id, data, self.name, redelivered=msg_id < self.first_new_id)
+
+    def _reader(self, segment: int) -> int:
+        fd = self._readers.get(segment)
+        if fd is None:
+            path = os.path.join(self._dir, wal.segment_name(segment))
+            fd = self._readers[segment] = self._ops.open(path, os.O_RDONLY)
+        return fd
+
+    # -- the log's tail (caller holds _lock) ----------------------------------
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise QueueClosedError(self.name)
+        if self._error is not None:
+            raise self._error
+
+    def _write(self, record: bytes) -> int:
+        """Append ``record`` whole, or leave the file as it was; return its offset."""
+        fd, start, done = self._fd, self._offset, 0
+        view = memoryview(record)
+        try:
+            while done < len(view):
+                done += self._ops.write(fd, view[done:])
+        except OSError as exc:
+            if done:
+                self._cut_back(fd, start)
+            raise _storage_error(
+                exc, f"queue {self.name!r}: cannot write segment {self._segment} at {start}"
+            ) from exc
+        self._offset = start + done
+        self._written += done
+        self._tail = (fd, self._written)
+        return start
+
+    def _cut_back(self, fd: int, size: int) -> None:
+        """Remove a partial record; if even that fails, the store is failed."""
+        try:
+            self._ops.truncate(fd, size)
+        except OSError as exc:
+            with contextlib.suppress(StorageError):  # logged; the write's own error is raised
+                self._fail(exc, f"truncating segment {self._segment} after a failed write")
+
+    def _place(self, msg_id: int, segment: int, offset: int, length: int) -> None:
+        self._state.place(msg_id, segment, offset, length)
+
+    def _roll(self) -> None:
+        """Start the next segment once the current one is durable, then collect old ones."""
+        with self._sync_done:
+            while self._syncing:
+                self._sync_done.wait()
+            if self._error is not None:
+                raise self._error
+            self._syncing = True  # no sync may use the old fd from here on
+        try:
+            if self._opt.fsync != "never":
+                try:
+                    self._ops.fdatasync(self._fd)
+                except OSError as exc:
+                    self._fail(exc, f"fdatasync of segment {self._segment}")
+            self._start_segment(self._segment + 1)
+        except OSError as exc:  # the current segment stays in use
+            raise _storage_error(exc, f"queue {self.name!r}: cannot start a segment") from exc
+        finally:
+            with self._sync_done:
+                self._syncing = False
+                self._sync_done.notify_all()
+        self._collect()
+
+    def _start_segment(self, number: int) -> None:
+        """Create segment ``number`` with its HEAD record, durably, and write to it from now on."""
+        path = os.path.join(self._dir, wal.segment_name(number))
+        head = wal.encode_head(number, self.next_id, self._state.ledger.lowest_live(), time.time())
+        fd = self._ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
+        try:
+            failpoint("segment.after_create")
+            done = 0
+            while done < len(head):
+                done += self._ops.write(fd, head[done:])
+            self._ops.fdatasync(fd)
+            failpoint("segment.before_dir_fsync")
+            self._ops.fsync_dir(self._dir)
+        except BaseException:
+            self._ops.close(fd)
+            self._remove_quietly(path)
+            raise
+        if self._fd >= 0:
+            self._ops.close(self._fd)
+        self._fd, self._segment, self._offset = fd, number, len(head)
+        self._written += len(head)
+        self._tail = (fd, self._written)
+        self._state.live.setdefault(number, 0)
+        with self._sync_done:
+            self._synced = self._written
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            self._ops.unlink(path)
+            self._ops.fsync_dir(self._dir)
+        except OSError as exc:
+            self._log.warning("queue %r: cannot remove %s: %s", self.name, path, exc)
+
+    def _collect(self) -> None:
+        """Delete the oldest segments while nothing live is left in them."""
+        state = self._state
+        for segment in sorted(state.live):
+            if segment == self._segment:
+                return
+            live, count = state.live[segment], state.count.get(segment, 0)
+            if live and live > count * _MOVE_WHEN_LIVE_AT_MOST:
+                return
+            if live and not self._move_forward(segment):
+                return
+            if not self._delete(segment):
+                return
+
+    def _move_forward(self, segment: int) -> bool:
+        """Re-append the live messages of ``segment`` to the current one, durably."""
+        low, high = self._state.span[segment]
+        ledger = self._state.ledger
+        try:
+            for msg_id in list(ledger.live_ids(low, high + 1)):
+                where = ledger.get(msg_id)
+                if where is None or where[0] != segment:
+                    continue
+                raw = self._ops.pread(self._reader(segment), wal.HEADER_SIZE + where[2], where[1])
+                record = wal.parse(raw, 0, self._opt.max_record)
+                if record is None:
+                    self._log.error("queue %r: lost message %d: bad record", self.name, msg_id)
+                    self._state.drop(msg_id)
+                    continue
+                payload = raw[wal.HEADER_SIZE :]
+                offset = self._write(wal.encode(wal.MSG, msg_id, payload, record.time))
+                self._place(msg_id, self._segment, offset, len(payload))
+            self._ops.fdatasync(self._fd)
+        except OSError as exc:  # StorageError included: keep the old segment, try later
+            self._log.warning(
+                "queue %r: cannot move segment %d forward: %s", self.name, segment, exc
+            )
+            return False
+        return True
+
+    def _delete(self, segment: int) -> bool:
+        reader = self._readers.pop(segment, None)
+        if reader is not None:
+            self._ops.close(reader)
+        path = os.path.join(self._dir, wal.segment_name(segment))
+        try:
+            self._ops.unlink(path)
+            self._ops.fsync_dir(self._dir)
+        except OSError as exc:
+            self._log.warning("queue %r: cannot delete %s: %s", self.name, path, exc)
+            return False
+        failpoint("segment.after_delete")
+        for table in (self._state.live, self._state.count, self._state.span):
+            table.pop(segment, None)
+        return True
+
+    # -- background sync and close --------------------------------------------
+
+    def _flush_every(self) -> None:
+        """fsync="interval": sync whatever was written, every ``fsync_interval`` seconds."""
+        while not self._closing.wait(self._opt.fsync_interval):
+            try:
+                self._wait_synced(self._tail[1])
+            except StorageError:
+                return  # logged by _fail; publishes now raise
+
+    def close(self) -> None:
+        """Sync and close the log. Idempotent; acks after this are dropped (redelivered)."""
+        self._closing.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._error is None:
+                with contextlib.suppress(StorageError):  # logged by _fail
+                    self._wait_synced(self._written)
+            for fd in [self._fd, *self._readers.values()]:
+                self._ops.close(fd)
+            self._readers.clear()
+
+    def __repr__(self) -> str:
+        return f"<DurableStore {self.name!r} {self._dir!r} live={self._state.ledger.live}>"
+
+
+class DurableBacklog:
+    """A durable queue's pending list: at most READ_AHEAD payloads in memory, the rest on disk.
+
+    Pending messages are the live ids in ``[_next, _end)`` plus ``ready``. Messages from
+    publishers are kept only while they are next in line and ``ready`` has room;
+    otherwise they are read back from the log when their turn comes. Forwarder only.
+    """
+
+    def __init__(self, store: DurableStore, start: int, end: int) -> None:
+        self.ready: deque[Msg] = deque()
+        self._store = store
+        self._next = start  # the lowest id not yet in ready
+        self._end = end  # one past the highest id received
+
+    def extend(self, msgs: Iterable[Msg]) -> None:
+        ready = self.ready
+        for msg in msgs:
+            if msg.id == self._next and len(ready) < READ_AHEAD:
+                ready.append(msg)
+                self._next += 1
+            self._end = msg.id + 1
+
+    def refill(self) -> bool:
+        room = READ_AHEAD - len(self.ready)
+        if room > READ_AHEAD // 2 and self._next < self._end:
+            msgs, self._next = self._store.load(self._next, self._end, room)
+            self.ready.extend(msgs)
+        return bool(self.ready) or self._next < self._end
+
+    def __len__(self) -> int:
+        return len(self.ready) + self._end - self._next
+
+
+def _storage_error(exc: OSError, what: str) -> StorageError:
+    if isinstance(exc, StorageError):
+        return exc
+    kind = StorageFullError if exc.errno in _FULL_ERRNOS else StorageError
+    return kind(f"{what}: {exc}", exc.errno)
+
+
+def _check_number(name: str, value: object, *, low: float, integer: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not value >= low:  # also refuses NaN
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")

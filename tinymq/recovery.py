@@ -1,0 +1,239 @@
+"""Reading a durable queue's log on open: what is live, where, and what is damaged.
+
+Rules: a bad record with nothing valid after it, at the end of the newest segment, is
+a torn tail (a write cut short by a crash); anything else bad is corruption. Records
+that fail their checksum are never used; every valid record is, wherever it lies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import mmap
+import os
+import time
+from dataclasses import dataclass, field
+
+from tinymq import wal
+from tinymq.errors import CorruptionError
+from tinymq.failpoints import failpoint
+from tinymq.fileops import FileOps
+from tinymq.ledger import Ledger
+from tinymq.wal import Buffer
+
+_MAX_LOST_LISTED = 10_000  # at most this many lost ids are listed per damaged range
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A damaged byte range of one segment and the ids whose records it probably held."""
+
+    segment: str
+    offset: int
+    length: int
+    lost_ids: tuple[int, ...]
+    torn_tail: bool
+    quarantined: str | None = None  # where a torn tail was copied before truncation
+
+    def __str__(self) -> str:
+        kind = "torn tail" if self.torn_tail else "corrupt range"
+        lost = f", lost ids {list(self.lost_ids)}" if self.lost_ids else ""
+        return f"{self.segment}: {kind} at offset {self.offset}, {self.length} bytes{lost}"
+
+
+@dataclass
+class RecoveryReport:
+    """What opening a durable queue found; ``MQ.recovery_report(name)`` returns it."""
+
+    queue: str
+    directory: str
+    segments: int = 0  # segment files read
+    records: int = 0  # valid records read
+    recovered: int = 0  # messages accepted and not acknowledged: delivered again
+    next_id: int = 0  # the first id this run issues
+    torn_tail: Damage | None = None
+    corruption: list[Damage] = field(default_factory=list)
+    seconds: float = 0.0  # time spent reading and repairing
+
+    @property
+    def clean(self) -> bool:
+        """True if the log held no damage at all."""
+        return self.torn_tail is None and not self.corruption
+
+
+@dataclass
+class LogState:
+    """The live part of a log, as its store continues from it."""
+
+    ledger: Ledger = field(default_factory=Ledger)
+    live: dict[int, int] = field(default_factory=dict)  # segment -> live messages in it
+    count: dict[int, int] = field(default_factory=dict)  # segment -> messages written to it
+    span: dict[int, tuple[int, int]] = field(default_factory=dict)  # segment -> (low, high) id
+    next_id: int = 0
+
+    def place(self, msg_id: int, segment: int, offset: int, length: int) -> None:
+        """Record that the live copy of ``msg_id`` is at ``offset`` of ``segment``."""
+        before = self.ledger.put(msg_id, segment, offset, length)
+        if before is not None:
+            self.live[before] -= 1
+        self.live[segment] = self.live.get(segment, 0) + 1
+        self.count[segment] = self.count.get(segment, 0) + 1
+        low, high = self.span.get(segment, (msg_id, msg_id))
+        self.span[segment] = (min(low, msg_id), max(high, msg_id))
+        self.next_id = max(self.next_id, msg_id + 1)
+
+    def drop(self, msg_id: int) -> None:
+        """Record that ``msg_id`` was acknowledged (or is unreadable)."""
+        segment = self.ledger.remove(msg_id)
+        if segment is not None:
+            self.live[segment] -= 1
+
+
+class _Gaps:
+    """Turns damaged ranges into Damage entries once the next valid message id is known."""
+
+    def __init__(self) -> None:
+        self.last_msg_id = -1
+        self.waiting: list[tuple[str, wal.BadRange, bool, int]] = []
+        self.done: list[Damage] = []
+
+    def damaged(self, segment: str, bad: wal.BadRange, torn: bool) -> None:
+        self.waiting.append((segment, bad, torn, self.last_msg_id))
+
+    def message(self, msg_id: int, ledger: Ledger) -> None:
+        self.close_gaps(msg_id, ledger)
+        self.last_msg_id = msg_id
+
+    def close_gaps(self, next_msg_id: int, ledger: Ledger) -> None:
+        for segment, bad, torn, after in self.waiting:
+            missing = (i for i in range(after + 1, next_msg_id) if ledger.get(i) is None)
+            lost = tuple(itertools.islice(missing, _MAX_LOST_LISTED))
+            self.done.append(Damage(segment, bad.start, bad.end - bad.start, lost, torn))
+        self.waiting.clear()
+
+
+def segment_numbers(ops: FileOps, directory: str) -> list[int]:
+    """Numbers of the segment files in ``directory``, ascending."""
+    numbers = (wal.segment_number(name) for name in ops.listdir(directory))
+    return sorted(n for n in numbers if n is not None)
+
+
+def read_log(
+    ops: FileOps, directory: str, queue: str, max_record: int
+) -> tuple[LogState, RecoveryReport]:
+    """Scan every segment of ``directory``, changing nothing."""
+    return _Reader(ops, directory, queue, max_record).read()
+
+
+class _Reader:
+    """One scan of a queue's log, oldest segment first."""
+
+    def __init__(self, ops: FileOps, directory: str, queue: str, max_record: int) -> None:
+        self.ops, self.directory, self.max_record = ops, directory, max_record
+        self.state, self.report, self.gaps = LogState(), RecoveryReport(queue, directory), _Gaps()
+
+    def read(self) -> tuple[LogState, RecoveryReport]:
+        started = time.monotonic()
+        state, report = self.state, self.report
+        numbers = segment_numbers(self.ops, self.directory)
+        for position, number in enumerate(numbers):
+            state.live.setdefault(number, 0)
+            self._read_segment(number, newest=position == len(numbers) - 1)
+        self.gaps.close_gaps(state.next_id, state.ledger)
+        for damage in self.gaps.done:
+            if damage.torn_tail:
+                report.torn_tail = damage
+            else:
+                report.corruption.append(damage)
+        report.segments = len(numbers)
+        report.recovered = state.ledger.live
+        report.next_id = state.next_id
+        report.seconds = time.monotonic() - started
+        return state, report
+
+    def _read_segment(self, number: int, newest: bool) -> None:
+        path = os.path.join(self.directory, wal.segment_name(number))
+        fd = self.ops.open(path, os.O_RDONLY)
+        try:
+            buf = self.ops.read_all(fd)
+            try:
+                for item in wal.scan(buf, self.max_record):
+                    if isinstance(item, wal.BadRange):
+                        self.gaps.damaged(path, item, torn=newest and item.end == len(buf))
+                    else:
+                        self.report.records += 1
+                        self._apply(buf, number, item)
+            finally:
+                if isinstance(buf, mmap.mmap):
+                    buf.close()
+        finally:
+            self.ops.close(fd)
+
+    def _apply(self, buf: Buffer, segment: int, record: wal.Record) -> None:
+        state = self.state
+        if record.kind == wal.MSG:
+            state.place(record.id, segment, record.offset, record.length)
+            self.gaps.message(record.id, state.ledger)
+        elif record.kind == wal.ACK:
+            state.drop(record.id)
+        else:
+            next_id, _low = wal.decode_head(buf[record.payload_at : record.end])
+            state.next_id = max(state.next_id, next_id)
+
+
+def recover(
+    ops: FileOps,
+    directory: str,
+    queue: str,
+    *,
+    max_record: int,
+    on_corruption: str,
+    log: logging.Logger,
+) -> tuple[LogState, RecoveryReport]:
+    """Read the log, then cut off a torn tail (kept aside in ``quarantine/``).
+
+    Raises:
+        CorruptionError: the log holds corruption and ``on_corruption`` is "fail";
+            nothing was changed.
+    """
+    state, report = read_log(ops, directory, queue, max_record)
+    failpoint("recovery.after_scan")
+    if report.corruption:
+        details = "; ".join(str(d) for d in report.corruption)
+        if on_corruption == "fail":
+            raise CorruptionError(f"queue {queue!r}: damaged log: {details}", report.corruption)
+        log.error("queue %r: skipped damaged records of its log: %s", queue, details)
+    if report.torn_tail is not None:
+        report.torn_tail = _cut_torn_tail(ops, directory, report.torn_tail)
+        log.warning("queue %r: cut a torn tail off its log: %s", queue, report.torn_tail)
+    return state, report
+
+
+def _cut_torn_tail(ops: FileOps, directory: str, tail: Damage) -> Damage:
+    """Copy the tail's bytes into ``quarantine/``, then truncate the segment before them."""
+    quarantine = os.path.join(directory, "quarantine")
+    ops.mkdir(quarantine)
+    copy = os.path.join(quarantine, f"{os.path.basename(tail.segment)}.{tail.offset}.tail")
+    fd = ops.open(tail.segment, os.O_RDWR)
+    try:
+        data = ops.pread(fd, tail.length, tail.offset)
+        out = ops.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            _write_all(ops, out, data)
+            ops.fdatasync(out)
+        finally:
+            ops.close(out)
+        ops.fsync_dir(quarantine)
+        ops.fsync_dir(directory)
+        ops.truncate(fd, tail.offset)
+        ops.fdatasync(fd)
+    finally:
+        ops.close(fd)
+    failpoint("recovery.after_truncate")
+    return Damage(tail.segment, tail.offset, tail.length, tail.lost_ids, True, copy)
+
+
+def _write_all(ops: FileOps, fd: int, data: bytes) -> None:
+    view, done = memoryview(data), 0
+    while done < len(view):
+        done += ops.write(fd, view[done:])

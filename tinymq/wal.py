@@ -1,0 +1,136 @@
+"""The log format: segment files of checksummed records.
+
+A record is a 32-byte header and a payload, little endian::
+
+    magic  4s  b"TQr1", where a reader resynchronises after damage
+    crc    u32 zlib.crc32 of every byte after itself: the rest of the header and the payload
+    kind   u8  HEAD, MSG or ACK; then 3 zero bytes
+    length u32 payload bytes, at most ``max_record``, checked before anything is read
+    id     u64 the message id (for HEAD: the segment number)
+    time   f64 seconds since the epoch when the record was made
+
+A segment begins with a HEAD record whose payload holds the next id to issue and the
+lowest unacknowledged id when it was created. MSG carries the serialized data; a MSG
+for an id already in the log replaces it (a message moved forward). ACK has no payload.
+"""
+
+from __future__ import annotations
+
+import mmap
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+MAGIC: Final = b"TQr1"
+_BODY = struct.Struct("<B3xIQd")  # kind, length, id, time
+_HEAD_PAYLOAD = struct.Struct("<QQ")  # next id, lowest unacknowledged id
+HEADER_SIZE: Final = 8 + _BODY.size
+
+HEAD: Final = 1
+MSG: Final = 2
+ACK: Final = 3
+KINDS: Final = frozenset((HEAD, MSG, ACK))
+
+Buffer = bytes | mmap.mmap  # a segment's bytes, read or mapped
+
+_SEGMENT_NAME = re.compile(r"^(\d{10})\.wal$")
+
+
+def segment_name(number: int) -> str:
+    """File name of segment ``number``; names sort in segment order."""
+    return f"{number:010d}.wal"
+
+
+def segment_number(name: str) -> int | None:
+    """The number of a segment file name, or None for any other file."""
+    match = _SEGMENT_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def encode(kind: int, record_id: int, payload: bytes, time: float) -> bytes:
+    """Frame one record."""
+    body = _BODY.pack(kind, len(payload), record_id, time) + payload
+    return MAGIC + zlib.crc32(body).to_bytes(4, "little") + body
+
+
+def encode_head(segment: int, next_id: int, low_id: int, time: float) -> bytes:
+    return encode(HEAD, segment, _HEAD_PAYLOAD.pack(next_id, low_id), time)
+
+
+def decode_head(payload: bytes) -> tuple[int, int]:
+    """Return (next id, lowest unacknowledged id) from a HEAD payload."""
+    next_id, low_id = _HEAD_PAYLOAD.unpack(payload)
+    return next_id, low_id
+
+
+class Record(NamedTuple):
+    """A record that passed every check; ``payload`` is sliced from the segment on demand."""
+
+    offset: int
+    kind: int
+    id: int
+    time: float
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + HEADER_SIZE + self.length
+
+    @property
+    def payload_at(self) -> int:
+        return self.offset + HEADER_SIZE
+
+
+@dataclass(frozen=True)
+class BadRange:
+    """Bytes ``[start, end)`` of a segment that hold no valid record."""
+
+    start: int
+    end: int
+
+
+def parse(buf: Buffer, offset: int, max_record: int) -> Record | None:
+    """The record at ``offset`` if magic, bounds and checksum all hold, else None."""
+    end_of_header = offset + HEADER_SIZE
+    if end_of_header > len(buf) or buf[offset : offset + 4] != MAGIC:
+        return None
+    kind, length, record_id, time = _BODY.unpack_from(buf, offset + 8)
+    end = end_of_header + length
+    if kind not in KINDS or length > max_record or end > len(buf):
+        return None
+    crc = int.from_bytes(buf[offset + 4 : offset + 8], "little")
+    if zlib.crc32(buf[offset + 8 : end]) != crc:
+        return None
+    return Record(offset, kind, record_id, time, length)
+
+
+def scan(buf: Buffer, max_record: int) -> Iterator[Record | BadRange]:
+    """Yield every valid record of a segment and every damaged range between them, in order.
+
+    After damage, reading resumes at the next offset where a whole valid record starts,
+    found by searching for the magic, so a scan is linear in practice and never reads
+    a length it has not bounded.
+    """
+    offset, size = 0, len(buf)
+    while offset < size:
+        record = parse(buf, offset, max_record)
+        if record is not None:
+            yield record
+            offset = record.end
+            continue
+        resume = _resync(buf, offset + 1, max_record)
+        yield BadRange(offset, resume)
+        offset = resume
+
+
+def _resync(buf: Buffer, start: int, max_record: int) -> int:
+    """Offset of the next valid record at or after ``start``, or the end of ``buf``."""
+    at = buf.find(MAGIC, start)
+    while at != -1:
+        if parse(buf, at, max_record) is not None:
+            return at
+        at = buf.find(MAGIC, at + 1)
+    return len(buf)
