@@ -1,4 +1,4 @@
-"""``python -m tinymq``: the command line. Commands: ``demo``."""
+"""``python -m tinymq`` (or ``tinymq``): the command line. Commands: ``demo``, ``inspect``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import logging
 from collections.abc import Callable
 
-from tinymq import demo
+from tinymq import demo, inspect_cmd
 
 
 class _BriefFormatter(logging.Formatter):
@@ -22,13 +22,18 @@ class _BriefFormatter(logging.Formatter):
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return its exit status."""
-    parser = argparse.ArgumentParser(prog="python -m tinymq", description="tinymq's command line.")
+    parser = argparse.ArgumentParser(prog="tinymq", description="tinymq's command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     demo_parser = commands.add_parser(
         "demo", help="run the word-lookup scenario of the seed article"
     )
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(run=demo.main)
+    inspect_parser = commands.add_parser(
+        "inspect", help="show each durable queue of a data directory, changing nothing"
+    )
+    inspect_cmd.add_arguments(inspect_parser)
+    inspect_parser.set_defaults(run=inspect_cmd.main)
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     # tinymq logs every consumer failure with logger.exception. Here the failures are
