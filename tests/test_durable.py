@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tinymq import MQ, Context, Msg
-from tinymq.durable import READ_AHEAD
+from tinymq.durable import READ_AHEAD, DurableOptions, DurableStore
 from tinymq.errors import DataDirLockedError, StateError
 from tinymq.fileops import FileOps
 from tinymq.serializers import PICKLE
@@ -364,3 +365,29 @@ def test_inspect_reports_pending_messages_without_taking_the_lock(data_dir: Path
     )
     mq.stop()  # the MQ held the lock all along
     assert '"pending": 7' in out.stdout and '"next_id": 7' in out.stdout
+
+
+def test_a_recovered_backlog_holds_only_the_unacknowledged_ids(data_dir: Path) -> None:
+    log = logging.getLogger("tinymq")
+    directory = str(data_dir / "q")
+    data_dir.mkdir()
+    options = DurableOptions(fsync="never", segment_size=4096)
+    store = DurableStore(directory, "q", options, log)
+    for msg_id in range(3000):
+        _, wait = store.append(Msg(msg_id, msg_id, "q"))
+        wait()
+    for msg_id in range(1, 3000):
+        if msg_id != 1500:
+            store.ack(Msg(msg_id, None, "q"))
+    store.close()
+    store = DurableStore(directory, "q", options, log)
+    backlog = store.backlog()
+    assert len(backlog) == 2 and backlog.refill()
+    assert [(m.id, m.data, m.redelivered) for m in backlog.ready] == [
+        (0, 0, True),
+        (1500, 1500, True),
+    ]
+    backlog.ready.clear()
+    assert not backlog.refill() and len(backlog) == 0
+    assert store.next_id == 3000
+    store.close()

@@ -233,9 +233,16 @@ class DurableStore:
 
     # -- the forwarder --------------------------------------------------------
 
+    @property
+    def live(self) -> int:
+        """Messages appended and not acknowledged (approximate)."""
+        return self._state.ledger.live
+
     def backlog(self) -> Backlog:
         """The pending list, starting with every message recovered from earlier runs."""
-        return DurableBacklog(self, self._state.ledger.lowest_live(), self._recovered_end)
+        ledger = self._state.ledger
+        start = ledger.lowest_live() if ledger.live else self._recovered_end
+        return DurableBacklog(self, start, self._recovered_end)
 
     def load(self, start: int, end: int, limit: int) -> tuple[list[Msg], int]:
         """Read up to ``limit`` live messages with ids in ``[start, end)``.
@@ -245,7 +252,11 @@ class DurableStore:
         msgs: list[Msg] = []
         with self._lock:
             ledger = self._state.ledger
+            start = max(start, ledger.base)  # nothing below the window is live
             while start < end and len(msgs) < limit:
+                if start >= ledger.end:  # nor above it: ids appended later extend it
+                    start = end
+                    break
                 where = ledger.get(start)
                 if where is not None:
                     msg = self._read(start, *where)
@@ -492,7 +503,8 @@ class DurableBacklog:
         return bool(self.ready) or self._next < self._end
 
     def __len__(self) -> int:
-        return len(self.ready) + self._end - self._next
+        """Pending messages; an upper bound while acknowledged ids remain ahead (approximate)."""
+        return len(self.ready) + min(self._end - self._next, self._store.live)
 
 
 def _storage_error(exc: OSError, what: str) -> StorageError:
