@@ -38,7 +38,10 @@ FSYNC_POLICIES: Final = ("always", "interval", "never")
 CORRUPTION_POLICIES: Final = ("skip", "fail")
 READ_AHEAD: Final = 1024  # payloads the forwarder holds; the rest of a backlog stays on disk
 _FULL_ERRNOS: Final = frozenset((errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
-_MOVE_WHEN_LIVE_AT_MOST: Final = 0.1  # move an old segment's messages once this share is live
+# An old segment's live messages are moved forward once at most a tenth of its messages
+# are live, or half if it is _FAR_BEHIND segments behind: the rewrite stays bounded.
+_MOVE_WHEN_LIVE_AT_MOST: Final = 0.1
+_FAR_BEHIND: Final = 4
 
 
 @dataclass(frozen=True)
@@ -394,9 +397,8 @@ class DurableStore:
             if segment == self._segment:
                 return
             live, count = state.live[segment], state.count.get(segment, 0)
-            if live and live > count * _MOVE_WHEN_LIVE_AT_MOST:
-                return
-            if live and not self._move_forward(segment):
+            share = 0.5 if self._segment - segment >= _FAR_BEHIND else _MOVE_WHEN_LIVE_AT_MOST
+            if live and (live > count * share or not self._move_forward(segment)):
                 return
             if not self._delete(segment):
                 return
