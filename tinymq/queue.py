@@ -17,7 +17,7 @@ from typing import Protocol
 from tinymq.channel import Channel, bridge, wait_ready
 from tinymq.errors import ChannelClosedError, QueueClosedError, StateError
 from tinymq.message import Msg
-from tinymq.store import MemoryStore, Store, Wait
+from tinymq.store import MemoryStore, Store, Wait, no_wait
 
 
 class Outlet(Protocol):
@@ -83,20 +83,27 @@ class Queue:
             TimeoutError: ``in`` stayed full for ``timeout`` seconds; nothing accepted.
             TypeError, StorageError: the store refused the message; nothing accepted.
         """
-        if self._in.closed:
+        store = self._store
+        if not store.durable:  # nothing to record: skip the store on the hot path
+            self._accept(msg, timeout)
+            return no_wait
+        if self._in.closed:  # refuse before writing anything
             raise QueueClosedError(self.name)
-        msg, wait = self._store.append(msg)
+        msg, wait = store.append(msg)
         try:
-            if self._thread is None and self._enqueue_before_start(msg):
-                return wait
-            self._in.send(msg, timeout)
-        except ChannelClosedError:
-            self._store.cancel(msg)
-            raise QueueClosedError(self.name) from None
+            self._accept(msg, timeout)
         except BaseException:
-            self._store.cancel(msg)
+            store.cancel(msg)
             raise
         return wait
+
+    def _accept(self, msg: Msg, timeout: float | None) -> None:
+        if self._thread is None and self._enqueue_before_start(msg):
+            return
+        try:
+            self._in.send(msg, timeout)
+        except ChannelClosedError:
+            raise QueueClosedError(self.name) from None
 
     def _enqueue_before_start(self, msg: Msg) -> bool:
         """Append to ``_pending`` if no forwarder runs yet; False once one does."""
