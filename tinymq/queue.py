@@ -98,9 +98,9 @@ class Queue:
         return wait
 
     def _accept(self, msg: Msg, timeout: float | None) -> None:
-        if self._thread is None and self._enqueue_before_start(msg):
-            return
         try:
+            if self._thread is None and self._enqueue_before_start(msg):
+                return
             self._in.send(msg, timeout)
         except ChannelClosedError:
             raise QueueClosedError(self.name) from None
