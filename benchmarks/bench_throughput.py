@@ -31,6 +31,9 @@ in the same run, and the targets are ratios:
   consumers (100 threads). Wall time from start to drained, against the ideal
   1,000 x 50 ms / 100 = 0.5 s; the tracemalloc peak of a separate traced run; the
   threads alive and the resident growth once everything is published.
+* Durable queues (bench_durable.py). tinymq's log with each fsync policy against a raw
+  write+fdatasync loop and persist-queue, recovery time and memory of a large backlog;
+  printed with the file system and fsync latency of the directory they ran in.
 
 Every consumer records what it receives, and the run exits with status 1 if any
 contender did not handle every message (exactly once, where the data allows telling).
@@ -38,7 +41,7 @@ Missed speed targets are reported as MISS, not failed: they depend on the machin
 
 Run from the repository root::
 
-    PYTHONPATH=. python benchmarks/bench_throughput.py           # full run, about 90 s
+    PYTHONPATH=. python benchmarks/bench_throughput.py           # full run, about 4 min
     PYTHONPATH=. python benchmarks/bench_throughput.py --quick   # smoke run, seconds
     PYTHONPATH=. python benchmarks/bench_throughput.py --json bench-results/run.json
 """
@@ -65,6 +68,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import bench_async  # beside this script, which Python puts first on sys.path
+import bench_durable
 from bench_async import ASYNC_CONTENDERS, IO_CONTENDERS, JANUS, TINYMQ_ASYNC, TINYMQ_THREADS
 
 from tinymq import MQ, Consumer, Context, Msg
@@ -733,6 +737,7 @@ class Results:
     backlog: BacklogResult
     async_throughput: list[ThroughputCase]
     io_bound: IoBoundResult
+    durable: bench_durable.DurableResult
 
 
 def describe_machine() -> dict[str, Any]:
@@ -971,6 +976,7 @@ def render(res: Results) -> str:
     rounds = res.config.rounds
     found = verdicts(res)
     target_rows = [[v.name, f"{v.measured:.2f}{v.unit}", v.target, v.word] for v in found]
+    target_rows += bench_durable.target_rows(res.durable)
     return "\n\n".join(
         [
             head,
@@ -980,6 +986,7 @@ def render(res: Results) -> str:
             render_backlog(res.backlog, rounds),
             render_memory(res.memory),
             render_io_bound(res.io_bound, res.config.io_rounds),
+            bench_durable.render(res.durable),
             "Targets (guarantee 9; async throughput: issue 6)\n"
             + table(["target", "measured", "goal", "result"], target_rows),
             "Message counts: every contender handled every message.",
@@ -1011,7 +1018,9 @@ def to_json(res: Results) -> dict[str, Any]:
         "backlog": asdict(res.backlog),
         "memory": {**asdict(res.memory), "traced_bytes_per_message": res.memory.per_message},
         "io_bound": {**asdict(res.io_bound), "ideal_s": res.io_bound.ideal_s},
-        "verdicts": [{**asdict(v), "result": v.word} for v in verdicts(res)],
+        "verdicts": [{**asdict(v), "result": v.word} for v in verdicts(res)]
+        + bench_durable.verdicts_json(res.durable),
+        "durable": bench_durable.to_json(res.durable),
         "counts_ok": True,
     }
 
@@ -1028,8 +1037,9 @@ def run(config: Config) -> Results:
     backlog = measure_backlog(config)
     async_throughput = measure_async_throughput(config)
     io_bound = measure_io_bound(config)
+    durable = bench_durable.measure(config.quick, config.rounds)
     return Results(
-        config, machine, memory, throughput, latency, backlog, async_throughput, io_bound
+        config, machine, memory, throughput, latency, backlog, async_throughput, io_bound, durable
     )
 
 
@@ -1039,7 +1049,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = make_config(args.quick, args.messages, args.rounds)
     try:
         results = run(config)
-    except CountError as exc:
+    except (CountError, bench_durable.CountError) as exc:
         print(f"FAIL: {exc}", file=sys.stderr)
         return 1
     print(render(results))
