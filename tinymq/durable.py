@@ -465,6 +465,7 @@ class DurableStore:
                 return
             self._closed = True
             if self._error is None:
+                self._collect()  # what the consumers acknowledged since the last roll
                 with contextlib.suppress(StorageError):  # logged by _fail
                     self._wait_synced(self._written)
             for fd in [self._fd, *self._readers.values()]:
