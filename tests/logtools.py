@@ -172,7 +172,7 @@ class Expected:
     delivered: list[int] = field(default_factory=list)  # ids to deliver, in order
     damaged_msgs: set[int] = field(default_factory=set)  # ids with no intact MSG record left
     may_be_lost: set[int] = field(default_factory=set)  # ids whose every record is damaged
-    max_intact_msg: int = -1
+    must_name: set[int] = field(default_factory=set)  # lost ids recovery can tell (see below)
     before_first_damage: list[int] = field(default_factory=list)  # unacked ids wholly before it
     next_id: int = 0
 
@@ -212,10 +212,38 @@ def expect(log: Log, files: dict[str, bytes]) -> Expected:
     # An id whose only trace is a damaged ACK may have been lost as far as recovery knows.
     all_ids = {r.id for recs in log.records.values() for r in recs if r.kind != HEAD}
     out.may_be_lost = out.damaged_msgs | (all_ids - all_msgs - intact_acks)
-    out.max_intact_msg = max(intact_msgs, default=-1)
     heads = [r.head_next_id for r in intact if r.head_next_id is not None]
     out.next_id = max([i + 1 for i in intact_msgs] + heads, default=0)
+    unacked_lost = out.damaged_msgs - log.acked
+    # Ids from next_id on are issued again, so a torn tail's last records go unnamed.
+    out.must_name = {i for i in _telling(log, files) if i in unacked_lost and i < out.next_id}
     return out
+
+
+def _telling(log: Log, files: dict[str, bytes]) -> Iterator[int]:
+    """Ids of damaged MSG records that recovery can name as lost.
+
+    Two kinds: a message's first (fresh) record, damaged but not cut off, once an intact
+    HEAD came before it, since fresh records are in id order and the HEAD tells the
+    highest id issued; and any record whose header bytes (all but the crc) are intact.
+    """
+    issued = -1  # the highest id written before this point, in the pristine log
+    head_intact = False
+    for name in log.names:
+        new, pristine = files[name], log.segments[name]
+        for rec in log.records[name]:
+            present = rec.offset < len(new)  # not cut off whole
+            if present and new[rec.offset : rec.end] == pristine[rec.offset : rec.end]:
+                head_intact = head_intact or rec.kind == HEAD
+            elif present and rec.kind == MSG:
+                header_kept = rec.offset + HEADER.size <= len(new) and all(
+                    new[rec.offset + i] == pristine[rec.offset + i]
+                    for i in (*range(4), *range(8, HEADER.size))
+                )
+                if (rec.id > issued and head_intact) or header_kept:
+                    yield rec.id
+            last = rec.id if rec.kind == MSG else (rec.head_next_id or 0) - 1
+            issued = max(issued, last) if rec.kind != ACK else issued
 
 
 def _units(log: Log, name: str, new: bytes) -> Iterator[tuple[int, int, Rec | None]]:

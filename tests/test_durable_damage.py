@@ -221,13 +221,12 @@ def check_second_open(directory: Path, want: Expected, new_id: int) -> None:
 
 
 def check_lost_ids(report: RecoveryReport, want: Expected, log: Log) -> None:
-    """Every unacknowledged message whose every copy was damaged and that was issued
-    before an intact one is named as lost; nothing is named that has an intact record
+    """Every unacknowledged message whose every copy was damaged is named as lost when
+    the log can tell (``Expected.must_name``); nothing is named that has an intact record
     or none at all (acknowledged before its segment was deleted)."""
     lost = lost_ids(report)
     assert lost <= want.may_be_lost, f"named as lost, not damaged: {lost - want.may_be_lost}"
-    named = {i for i in want.damaged_msgs - log.acked if i < want.max_intact_msg}
-    assert named <= lost, f"lost but not named: {named - lost}"
+    assert want.must_name <= lost, f"lost but not named: {want.must_name - lost}"
 
 
 # -- strategies: where to damage -------------------------------------------------

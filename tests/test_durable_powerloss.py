@@ -32,7 +32,7 @@ import pytest
 
 from tests.crashfs import CrashFS
 from tinymq.durable import DurableOptions, DurableStore
-from tinymq.fileops import REAL, FileOps
+from tinymq.fileops import FileOps
 from tinymq.message import Msg
 from tinymq.recovery import RecoveryReport
 
@@ -66,6 +66,7 @@ class Outcome:
 def run_workload(
     fs: CrashFS,
     directory: str,
+    *,
     options: DurableOptions,
     rng: random.Random,
     steps: int,
@@ -124,7 +125,7 @@ def publish(
 
 def drain(store: DurableStore) -> list[Msg]:
     """Everything the store would deliver, as its forwarder reads it."""
-    backlog, msgs = store.backlog(), []
+    backlog, msgs = store.backlog(), list[Msg]()
     while backlog.refill():
         msgs.extend(backlog.ready)
         backlog.ready.clear()
@@ -159,7 +160,9 @@ def crash_states(seed: int, fsync: str, work: Path) -> list[tuple[Path, History]
 
     fs.before_call = snapshot
     options_on_fs = dataclasses.replace(options, ops=fs)
-    run_workload(fs, str(root / QUEUE), options_on_fs, rng, steps, history)
+    run_workload(
+        fs, str(root / QUEUE), options=options_on_fs, rng=rng, steps=steps, history=history
+    )
     fs.crashed = True  # a workload that finished loses power at its end
     states.append((work / f"state{len(states)}", history))
     fs.build_crash_state(str(states[-1][0]), crash_rng)
@@ -192,7 +195,9 @@ def recover(state: Path, history: History, fsync: str) -> Outcome:
         assert [m.id for m in drain(again)] == [*ids, new_id], "a second open disagrees"
         assert again.report.torn_tail is None, f"torn tail again: {again.report.torn_tail}"
         seen = {(d.segment, d.offset, d.length) for d in report.corruption}
-        new_damage = [d for d in again.report.corruption if (d.segment, d.offset, d.length) not in seen]
+        new_damage = [
+            d for d in again.report.corruption if (d.segment, d.offset, d.length) not in seen
+        ]
         assert not new_damage, f"a second open sees new damage: {new_damage}"
     finally:
         again.close()
@@ -251,7 +256,14 @@ def test_a_segment_create_or_delete_is_dir_synced_before_the_next_publish_return
         root.mkdir()
         fs = CrashFS(str(root))
         options = DurableOptions(segment_size=1024, ops=fs)
-        run_workload(fs, str(root / QUEUE), options, random.Random(seed), 200, History())
+        run_workload(
+            fs,
+            str(root / QUEUE),
+            options=options,
+            rng=random.Random(seed),
+            steps=200,
+            history=History(),
+        )
         unsynced: set[str] = set()  # directories with an entry change not yet fsynced
         for op, path in fs.trace:
             if op in ("create", "unlink", "rename") and path.endswith(".wal"):

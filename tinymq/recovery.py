@@ -7,11 +7,11 @@ that fail their checksum are never used; every valid record is, wherever it lies
 
 from __future__ import annotations
 
-import itertools
 import logging
 import mmap
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tinymq import wal
@@ -19,9 +19,8 @@ from tinymq.errors import CorruptionError
 from tinymq.failpoints import failpoint
 from tinymq.fileops import FileOps
 from tinymq.ledger import Ledger
+from tinymq.lost import LostIds
 from tinymq.wal import Buffer
-
-_MAX_LOST_LISTED = 10_000  # at most this many lost ids are listed per damaged range
 
 
 @dataclass(frozen=True)
@@ -89,29 +88,6 @@ class LogState:
             self.live[segment] -= 1
 
 
-class _Gaps:
-    """Turns damaged ranges into Damage entries once the next valid message id is known."""
-
-    def __init__(self) -> None:
-        self.last_msg_id = -1
-        self.waiting: list[tuple[str, wal.BadRange, bool, int]] = []
-        self.done: list[Damage] = []
-
-    def damaged(self, segment: str, bad: wal.BadRange, torn: bool) -> None:
-        self.waiting.append((segment, bad, torn, self.last_msg_id))
-
-    def message(self, msg_id: int, ledger: Ledger) -> None:
-        self.close_gaps(msg_id, ledger)
-        self.last_msg_id = msg_id
-
-    def close_gaps(self, next_msg_id: int, ledger: Ledger) -> None:
-        for segment, bad, torn, after in self.waiting:
-            missing = (i for i in range(after + 1, next_msg_id) if ledger.get(i) is None)
-            lost = tuple(itertools.islice(missing, _MAX_LOST_LISTED))
-            self.done.append(Damage(segment, bad.start, bad.end - bad.start, lost, torn))
-        self.waiting.clear()
-
-
 def segment_numbers(ops: FileOps, directory: str) -> list[int]:
     """Numbers of the segment files in ``directory``, ascending."""
     numbers = (wal.segment_number(name) for name in ops.listdir(directory))
@@ -126,11 +102,11 @@ def read_log(
 
 
 class _Reader:
-    """One scan of a queue's log, oldest segment first."""
+    """One scan of a queue's log, oldest segment first; a second one if there is damage."""
 
     def __init__(self, ops: FileOps, directory: str, queue: str, max_record: int) -> None:
         self.ops, self.directory, self.max_record = ops, directory, max_record
-        self.state, self.report, self.gaps = LogState(), RecoveryReport(queue, directory), _Gaps()
+        self.state, self.report, self.lost = LogState(), RecoveryReport(queue, directory), LostIds()
 
     def read(self) -> tuple[LogState, RecoveryReport]:
         started = time.monotonic()
@@ -138,10 +114,15 @@ class _Reader:
         numbers = segment_numbers(self.ops, self.directory)
         for position, number in enumerate(numbers):
             state.live.setdefault(number, 0)
-            self._read_segment(number, newest=position == len(numbers) - 1)
-        self.gaps.close_gaps(state.next_id, state.ledger)
-        for damage in self.gaps.done:
-            if damage.torn_tail:
+            self._scan(number, self._apply, newest=position == len(numbers) - 1)
+        if self.lost.ranges:
+            self._name_lost(numbers)
+        for damaged in self.lost.ranges:
+            bad = damaged.bad
+            damage = Damage(
+                damaged.segment, bad.start, bad.end - bad.start, tuple(damaged.lost), damaged.torn
+            )
+            if damaged.torn:
                 report.torn_tail = damage
             else:
                 report.corruption.append(damage)
@@ -151,18 +132,36 @@ class _Reader:
         report.seconds = time.monotonic() - started
         return state, report
 
-    def _read_segment(self, number: int, newest: bool) -> None:
+    def _name_lost(self, numbers: list[int]) -> None:
+        """Read the log again for every intact MSG and ACK id, then name the lost ones."""
+        seen = self.lost.seen(self.state.next_id)
+
+        def mark(buf: Buffer, segment: int, record: wal.Record) -> None:
+            if record.kind != wal.HEAD:
+                seen.add(record.id)
+
+        for number in numbers:
+            self._scan(number, mark)
+        self.lost.name(self.state.next_id, seen)
+
+    def _scan(
+        self,
+        number: int,
+        visit: Callable[[Buffer, int, wal.Record], None],
+        newest: bool | None = None,
+    ) -> None:
+        """Call ``visit`` on each valid record of segment ``number``; report damage if
+        ``newest`` is given (whether it is the newest segment)."""
         path = os.path.join(self.directory, wal.segment_name(number))
         fd = self.ops.open(path, os.O_RDONLY)
         try:
             buf = self.ops.read_all(fd)
             try:
                 for item in wal.scan(buf, self.max_record):
-                    if isinstance(item, wal.BadRange):
-                        self.gaps.damaged(path, item, torn=newest and item.end == len(buf))
-                    else:
-                        self.report.records += 1
-                        self._apply(buf, number, item)
+                    if isinstance(item, wal.Record):
+                        visit(buf, number, item)
+                    elif newest is not None:
+                        self.lost.damaged(path, buf, item, torn=newest and item.end == len(buf))
             finally:
                 if isinstance(buf, mmap.mmap):
                     buf.close()
@@ -171,14 +170,16 @@ class _Reader:
 
     def _apply(self, buf: Buffer, segment: int, record: wal.Record) -> None:
         state = self.state
+        self.report.records += 1
         if record.kind == wal.MSG:
             state.place(record.id, segment, record.offset, record.length)
-            self.gaps.message(record.id, state.ledger)
+            self.lost.message(record.id)
         elif record.kind == wal.ACK:
             state.drop(record.id)
         else:
             next_id, _low = wal.decode_head(buf[record.payload_at : record.end])
             state.next_id = max(state.next_id, next_id)
+            self.lost.head(next_id)
 
 
 def recover(

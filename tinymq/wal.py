@@ -4,7 +4,9 @@ A record is a 32-byte header and a payload, little endian::
 
     magic  4s  b"TQr1", where a reader resynchronises after damage
     crc    u32 zlib.crc32 of every byte after itself: the rest of the header and the payload
-    kind   u8  HEAD, MSG or ACK; then 3 zero bytes
+    kind   u8  HEAD, MSG or ACK
+    check  3s  the low 3 bytes of zlib.crc32 of kind, length, id and time: a header whose
+               payload is damaged still tells which message was lost (``salvage_ids``)
     length u32 payload bytes, at most ``max_record``, checked before anything is read
     id     u64 the message id (for HEAD: the segment number)
     time   f64 seconds since the epoch when the record was made
@@ -25,9 +27,10 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 MAGIC: Final = b"TQr1"
-_BODY = struct.Struct("<B3xIQd")  # kind, length, id, time
+_FIELDS = struct.Struct("<IQd")  # length, id, time
+_FIELDS_AT = 12  # offset of length, id and time
 _HEAD_PAYLOAD = struct.Struct("<QQ")  # next id, lowest unacknowledged id
-HEADER_SIZE: Final = 8 + _BODY.size
+HEADER_SIZE: Final = _FIELDS_AT + _FIELDS.size
 
 HEAD: Final = 1
 MSG: Final = 2
@@ -52,8 +55,16 @@ def segment_number(name: str) -> int | None:
 
 def encode(kind: int, record_id: int, payload: bytes, time: float) -> bytes:
     """Frame one record."""
-    body = _BODY.pack(kind, len(payload), record_id, time) + payload
+    header = _header(kind, _FIELDS.pack(len(payload), record_id, time))
+    body = header + payload
     return MAGIC + zlib.crc32(body).to_bytes(4, "little") + body
+
+
+def _header(kind: int, fields: bytes) -> bytes:
+    """Kind, header check and fields: the header after magic and crc."""
+    kind_byte = kind.to_bytes(1, "little")
+    check = (zlib.crc32(fields, zlib.crc32(kind_byte)) & 0xFFFFFF).to_bytes(3, "little")
+    return kind_byte + check + fields
 
 
 def encode_head(segment: int, next_id: int, low_id: int, time: float) -> bytes:
@@ -97,7 +108,8 @@ def parse(buf: Buffer, offset: int, max_record: int) -> Record | None:
     end_of_header = offset + HEADER_SIZE
     if end_of_header > len(buf) or buf[offset : offset + 4] != MAGIC:
         return None
-    kind, length, record_id, time = _BODY.unpack_from(buf, offset + 8)
+    kind = buf[offset + 8]
+    length, record_id, time = _FIELDS.unpack_from(buf, offset + _FIELDS_AT)
     end = end_of_header + length
     if kind not in KINDS or length > max_record or end > len(buf):
         return None
@@ -134,3 +146,19 @@ def _resync(buf: Buffer, start: int, max_record: int) -> int:
             return at
         at = buf.find(MAGIC, at + 1)
     return len(buf)
+
+
+def salvage_ids(buf: Buffer, bad: BadRange, limit: int) -> list[int]:
+    """Ids of the MSG records in a damaged range whose header still passes its check.
+
+    The payload (and so the crc) of such a record is damaged, but its id can be trusted
+    as far as a 24-bit check goes: enough to name a lost message, never to deliver one.
+    """
+    ids: list[int] = []
+    at = buf.find(MAGIC, bad.start, bad.end)
+    while at != -1 and len(ids) < limit and at + HEADER_SIZE <= len(buf):
+        fields = bytes(buf[at + _FIELDS_AT : at + HEADER_SIZE])
+        if buf[at + 8] == MSG and bytes(buf[at + 8 : at + _FIELDS_AT]) == _header(MSG, fields)[:4]:
+            ids.append(_FIELDS.unpack(fields)[1])
+        at = buf.find(MAGIC, at + 1, bad.end)
+    return ids
