@@ -123,9 +123,9 @@ class DurableConfig:
 
 
 def make_config(quick: bool, rounds: int | None = None) -> DurableConfig:
-    """Return the quick (CI: well under 20 s) or the full configuration."""
+    """Return the quick (CI: about 10 s) or the full configuration."""
     if quick:
-        return DurableConfig(True, rounds or 3, 1_000, 10_000, 200, (10_000, 100_000))
+        return DurableConfig(True, rounds or 3, 1_000, 10_000, 200, (5_000, 50_000))
     return DurableConfig(False, rounds or 5, 5_000, 50_000, 1_000, (100_000, 1_000_000))
 
 
@@ -192,6 +192,12 @@ def probe_sync(directory: str, samples: int) -> dict[str, list[int]]:
             os.unlink(path)
         found[name] = times
     return found
+
+
+def load_average() -> float | None:
+    """The one-minute load average, where the platform has one: the box may be shared."""
+    getloadavg = getattr(os, "getloadavg", None)
+    return None if getloadavg is None else float(getloadavg()[0])
 
 
 def percentile(values: Sequence[int], pct: float) -> int:
@@ -628,6 +634,7 @@ class DurableResult:
     sync_ns: dict[str, list[int]]
     rows: dict[str, RowResult]
     recovery: RecoveryResult
+    load: tuple[float | None, float | None] = (None, None)  # at the start and at the end
 
 
 def measure(quick: bool, rounds: int | None = None) -> DurableResult:
@@ -638,6 +645,7 @@ def measure(quick: bool, rounds: int | None = None) -> DurableResult:
     """
     config = make_config(quick, rounds)
     directory = tempfile.mkdtemp(prefix="tinymq-bench-durable-")
+    load_before = load_average()
     try:
         disk = describe_disk(directory)
         sync_ns = probe_sync(directory, config.probe_samples)
@@ -649,7 +657,7 @@ def measure(quick: bool, rounds: int | None = None) -> DurableResult:
         recovery = measure_recovery(config, directory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return DurableResult(config, disk, sync_ns, rows, recovery)
+    return DurableResult(config, disk, sync_ns, rows, recovery, (load_before, load_average()))
 
 
 # -- targets -----------------------------------------------------------------------
@@ -777,10 +785,17 @@ def _disk_lines(res: DurableResult) -> list[str]:
         f"{percentile(lat[name], 99) / 1000:,.0f} us, max {max(lat[name]) / 1000:,.0f} us"
         for name in ("fdatasync", "fsync")
     )
+    before, after = res.load
+    load = (
+        "n/a"
+        if before is None or after is None
+        else f"{before:.2f} at the start, {after:.2f} at the end"
+    )
     return [
         f"  directory {d['directory']}: {d['fstype']} on {d['device']} (mounted at "
         f"{d['mount_point']}, {d['options']}{cache}), {d['free_bytes'] / 1e9:.1f} GB free",
         f"  after a {RECORD_BYTES}-byte append, {len(lat['fdatasync'])} samples each: {sync}",
+        f"  one-minute load average {load}, {os.cpu_count()} CPUs",
     ]
 
 
@@ -882,6 +897,7 @@ def to_json(res: DurableResult) -> dict[str, Any]:
     return {
         "config": asdict(res.config),
         "disk": res.disk,
+        "load_average": {"start": res.load[0], "end": res.load[1]},
         "sync_ns": res.sync_ns,
         "rows": {
             name: {**asdict(row), "put_rates": row.put_rates(), "drain_rates": row.drain_rates()}
