@@ -8,8 +8,11 @@ record, which rides the next sync. Segments whose messages are all acknowledged 
 deleted from the oldest on; the few live messages of an old segment are moved forward
 (re-appended with their id) so that a straggler never pins old segments.
 
-A failed fdatasync is never retried: the store stays failed and refuses publishes
-until it is reopened, because the kernel may have dropped the pages it failed to write.
+A failed fdatasync, or fsync of the directory, is never retried: the store stays
+failed and refuses publishes until it is reopened, because the kernel may have dropped
+what it failed to write. A full disk only refuses the publish that found it full; that
+publish first deletes the segments acknowledged since the last roll, so a drained queue
+makes room by itself. A queue opens on a full disk too, so that it can be drained.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -77,8 +80,9 @@ class DurableStore:
     """The log of one durable queue, opened (and recovered) on construction.
 
     ``append`` is called in id order (under the queue's id lock); ``ack`` from any
-    consumer; the backlog only by the forwarder. Raises CorruptionError from the
-    constructor when ``on_corruption="fail"`` and the log is damaged.
+    consumer; the backlog only by the forwarder. The constructor raises CorruptionError
+    when ``on_corruption="fail"`` and the log is damaged, and StorageError when the log
+    cannot be read or synced (a full disk alone does not stop it: see ``_open_tail``).
     """
 
     durable = True
@@ -89,16 +93,7 @@ class DurableStore:
     ) -> None:
         self.name, self._dir, self._opt, self._log = name, directory, options, log
         self._ops, self._ser = options.ops, options.serializer
-        options.ops.mkdir(directory)
-        options.ops.fsync_dir(os.path.dirname(directory))
-        state, self.report = recovery.recover(
-            options.ops,
-            directory,
-            name,
-            max_record=options.max_record,
-            on_corruption=options.on_corruption,
-            log=log,
-        )
+        state, self.report = self._recover()
         self.next_id = self.first_new_id = state.next_id
         self._recovered_end = state.next_id
         # Guards the log's tail and what it indexes: _fd, _segment, _offset, _written,
@@ -106,7 +101,8 @@ class DurableStore:
         self._lock = threading.Lock()
         self._state = state
         self._readers: dict[int, int] = {}  # segment -> fd for reading
-        self._fd, self._segment, self._offset, self._written = -1, 0, 0, 0
+        self._fd, self._offset, self._written = -1, 0, 0  # no segment to write yet: _fd < 0
+        self._segment = max(state.live, default=0)  # the newest, until this run starts one
         self._tail = (-1, 0)  # (fd, _written), replaced whole so a syncer reads it unlocked
         # Guards _synced and _syncing; notified when a sync ends.
         self._sync_done = threading.Condition()
@@ -116,14 +112,51 @@ class DurableStore:
         self._closed = False
         self._closing = threading.Event()
         with self._lock:
-            self._start_segment(max(state.live, default=0) + 1)
-            self._collect()
+            self._open_tail()
         self._flusher: threading.Thread | None = None
         if options.fsync == "interval":
             self._flusher = threading.Thread(
                 target=self._flush_every, name=f"tinymq:{name}:flusher", daemon=True
             )
             self._flusher.start()
+
+    def _recover(self) -> tuple[recovery.LogState, recovery.RecoveryReport]:
+        """Create the directory if it is new, then read the log (see recovery.py)."""
+        ops = self._ops
+        try:
+            ops.mkdir(self._dir)
+            ops.fsync_dir(os.path.dirname(self._dir))
+            return recovery.recover(
+                ops,
+                self._dir,
+                self.name,
+                max_record=self._opt.max_record,
+                on_corruption=self._opt.on_corruption,
+                log=self._log,
+            )
+        except OSError as exc:
+            raise _storage_error(exc, f"queue {self.name!r}: cannot open {self._dir}") from exc
+
+    def _open_tail(self) -> None:
+        """Start this run's segment and collect old ones (raises StorageError; holds _lock).
+
+        On a full disk the queue opens without a segment, so that it can be drained to
+        make room; the first publish starts one. Until then acknowledgements are not
+        written: those messages come again after a restart.
+        """
+        try:
+            self._start_segment(self._segment + 1)
+        except StorageError:
+            raise
+        except OSError as exc:
+            error = _storage_error(exc, f"queue {self.name!r}: cannot start a segment")
+            if not isinstance(error, StorageFullError):
+                raise error from exc
+            self._log.warning("%s; opened without one, the next publish starts it", error)
+        self._collect()
+        if self._error is not None:  # a sync failed while old segments were collected
+            self._close_files()
+            raise self._error
 
     # -- publishers -----------------------------------------------------------
 
@@ -139,9 +172,13 @@ class DurableStore:
         delivered = Msg(msg.id, self._ser.loads(payload), msg.queue)
         with self._lock:
             self._check_writable()
-            if self._offset + len(record) > self._opt.segment_size:
-                self._roll()
-            offset = self._write(record)
+            try:
+                offset = self._append_record(record)
+            except StorageFullError:
+                # Segments acknowledged since the last roll may make room: try once more.
+                if not self._collect() or self._error is not None:
+                    raise
+                offset = self._append_record(record)
             self._place(msg.id, self._segment, offset, len(payload))
             self.next_id = msg.id + 1
             written = self._written
@@ -149,6 +186,11 @@ class DurableStore:
         if self._opt.fsync == "always":
             return delivered, functools.partial(self._wait_published, written)
         return delivered, no_wait
+
+    def _append_record(self, record: bytes) -> int:
+        if self._fd < 0 or self._offset + len(record) > self._opt.segment_size:
+            self._roll()
+        return self._write(record)
 
     def _encode(self, data: object) -> bytes:
         try:
@@ -222,7 +264,7 @@ class DurableStore:
             if segment is None:
                 return
             self._state.live[segment] -= 1
-            if self._error is not None:
+            if self._error is not None or self._fd < 0:  # failed, or no segment (_open_tail)
                 return
             try:
                 self._write(record)
@@ -324,12 +366,14 @@ class DurableStore:
         return start
 
     def _cut_back(self, fd: int, size: int) -> None:
-        """Remove a partial record; if even that fails, the store is failed."""
+        """Remove a partial record; if even that fails, the store is failed (and raises).
+
+        A record written after the partial one would turn it into corruption.
+        """
         try:
             self._ops.truncate(fd, size)
         except OSError as exc:
-            with contextlib.suppress(StorageError):  # logged; the write's own error is raised
-                self._fail(exc, f"truncating segment {self._segment} after a failed write")
+            self._fail(exc, f"truncating segment {self._segment} after a failed write")
 
     def _place(self, msg_id: int, segment: int, offset: int, length: int) -> None:
         self._state.place(msg_id, segment, offset, length)
@@ -343,12 +387,12 @@ class DurableStore:
                 raise self._error
             self._syncing = True  # no sync may use the old fd from here on
         try:
-            if self._opt.fsync != "never":
-                try:
+            if self._opt.fsync != "never" and self._fd >= 0:
+                with self._fatal(f"fdatasync of segment {self._segment}"):
                     self._ops.fdatasync(self._fd)
-                except OSError as exc:
-                    self._fail(exc, f"fdatasync of segment {self._segment}")
             self._start_segment(self._segment + 1)
+        except StorageError:
+            raise  # the store is failed
         except OSError as exc:  # the current segment stays in use
             raise _storage_error(exc, f"queue {self.name!r}: cannot start a segment") from exc
         finally:
@@ -356,6 +400,8 @@ class DurableStore:
                 self._syncing = False
                 self._sync_done.notify_all()
         self._collect()
+        if self._error is not None:  # a sync failed while collecting: write nothing more
+            raise self._error
 
     def _start_segment(self, number: int) -> None:
         """Create segment ``number`` with its HEAD record, durably, and write to it from now on."""
@@ -367,9 +413,11 @@ class DurableStore:
             done = 0
             while done < len(head):
                 done += self._ops.write(fd, head[done:])
-            self._ops.fdatasync(fd)
+            with self._fatal(f"fdatasync of segment {number}"):
+                self._ops.fdatasync(fd)
             failpoint("segment.before_dir_fsync")
-            self._ops.fsync_dir(self._dir)
+            with self._fatal(f"fsync of directory {self._dir}"):
+                self._ops.fsync_dir(self._dir)
         except BaseException:
             self._ops.close(fd)
             self._remove_quietly(path)
@@ -383,6 +431,14 @@ class DurableStore:
         with self._sync_done:
             self._synced = self._written
 
+    @contextlib.contextmanager
+    def _fatal(self, what: str) -> Iterator[None]:
+        """Fail the store if the sync in the block fails: a failed sync is never retried."""
+        try:
+            yield
+        except OSError as exc:
+            self._fail(exc, what)
+
     def _remove_quietly(self, path: str) -> None:
         try:
             self._ops.unlink(path)
@@ -390,21 +446,25 @@ class DurableStore:
         except OSError as exc:
             self._log.warning("queue %r: cannot remove %s: %s", self.name, path, exc)
 
-    def _collect(self) -> None:
-        """Delete the oldest segments while nothing live is left in them."""
-        state = self._state
+    def _collect(self) -> bool:
+        """Delete the oldest segments while nothing live is left in them; True if any was."""
+        state, deleted = self._state, False
         for segment in sorted(state.live):
             if segment == self._segment:
-                return
+                break
             live, count = state.live[segment], state.count.get(segment, 0)
             share = 0.5 if self._segment - segment >= _FAR_BEHIND else _MOVE_WHEN_LIVE_AT_MOST
             if live and (live > count * share or not self._move_forward(segment)):
-                return
+                break
             if not self._delete(segment):
-                return
+                break
+            deleted = True
+        return deleted
 
     def _move_forward(self, segment: int) -> bool:
         """Re-append the live messages of ``segment`` to the current one, durably."""
+        if self._fd < 0:  # no segment to move them to (_open_tail)
+            return False
         low, high = self._state.span[segment]
         ledger = self._state.ledger
         try:
@@ -421,11 +481,16 @@ class DurableStore:
                 payload = raw[wal.HEADER_SIZE :]
                 offset = self._write(wal.encode(wal.MSG, msg_id, payload, record.time))
                 self._place(msg_id, self._segment, offset, len(payload))
-            self._ops.fdatasync(self._fd)
         except OSError as exc:  # StorageError included: keep the old segment, try later
             self._log.warning(
                 "queue %r: cannot move segment %d forward: %s", self.name, segment, exc
             )
+            return False
+        try:
+            self._ops.fdatasync(self._fd)
+        except OSError as exc:
+            with contextlib.suppress(StorageError):  # logged; the caller raises it
+                self._fail(exc, f"fdatasync of segment {self._segment}")
             return False
         return True
 
@@ -436,13 +501,18 @@ class DurableStore:
         path = os.path.join(self._dir, wal.segment_name(segment))
         try:
             self._ops.unlink(path)
-            self._ops.fsync_dir(self._dir)
         except OSError as exc:
             self._log.warning("queue %r: cannot delete %s: %s", self.name, path, exc)
             return False
-        failpoint("segment.after_delete")
         for table in (self._state.live, self._state.count, self._state.span):
-            table.pop(segment, None)
+            table.pop(segment, None)  # the file is gone, whatever the directory sync says
+        try:
+            self._ops.fsync_dir(self._dir)
+        except OSError as exc:
+            with contextlib.suppress(StorageError):  # logged; the caller raises it
+                self._fail(exc, f"fsync of directory {self._dir} after deleting {path}")
+            return False
+        failpoint("segment.after_delete")
         return True
 
     # -- background sync and close --------------------------------------------
@@ -468,9 +538,13 @@ class DurableStore:
                 self._collect()  # what the consumers acknowledged since the last roll
                 with contextlib.suppress(StorageError):  # logged by _fail
                     self._wait_synced(self._written)
-            for fd in [self._fd, *self._readers.values()]:
+            self._close_files()
+
+    def _close_files(self) -> None:
+        for fd in [self._fd, *self._readers.values()]:
+            if fd >= 0:
                 self._ops.close(fd)
-            self._readers.clear()
+        self._readers.clear()
 
     def __repr__(self) -> str:
         return f"<DurableStore {self.name!r} {self._dir!r} live={self._state.ledger.live}>"
