@@ -334,12 +334,12 @@ def test_apublish_waits_off_the_loop_when_in_is_full(monkeypatch: pytest.MonkeyP
     blocked = threading.Event()
     release = threading.Event()
 
-    def full_in(msg: Msg, timeout: float | None = None) -> Wait:
+    def full_in(msg: Msg, timeout: float | None = None, delay: float | None = None) -> Wait:
         if timeout == 0:
             raise TimeoutError("in is full")  # what Channel.send says when full
         blocked.set()
         assert release.wait(10)
-        return enqueue(msg, timeout)
+        return enqueue(msg, timeout, delay)
 
     monkeypatch.setattr(queue, "enqueue", full_in)
 

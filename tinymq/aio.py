@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -23,9 +24,11 @@ import janus
 
 from tinymq.context import Context
 from tinymq.message import Msg
+from tinymq.stats import WorkerStats
 
 T = TypeVar("T")
 AsyncConsumer = Callable[[Context, Msg], Awaitable[None]]
+Settle = Callable[[Msg, "BaseException | None", WorkerStats], None]
 
 
 def is_async_consumer(consumer: object) -> bool:
@@ -70,7 +73,6 @@ class AsyncWorkers:
         concurrency: int,
         *,
         busy: list[int | None],
-        ack: Callable[[Msg], None],
         log: logging.Logger,
         on_gone: Callable[[], None],
     ) -> None:
@@ -80,8 +82,15 @@ class AsyncWorkers:
         self._ready: asyncio.Queue[Any] | None = None  # messages in order, then _END
         self.done = threading.Event()
         self._consumer, self._concurrency = consumer, concurrency
-        self._busy, self._ack, self._log, self._on_gone = busy, ack, log, on_gone
+        self._busy, self._log, self._on_gone = busy, log, on_gone
+        self._take: Callable[[Msg], None] = lambda msg: None
+        self._settle: Settle = lambda msg, error, stats: None
+        self._stats: list[WorkerStats] = [WorkerStats() for _ in range(concurrency)]
         self._live = 0
+
+    def bind(self, take: Callable[[Msg], None], settle: Settle, stats: list[WorkerStats]) -> None:
+        """Set what a task does when it takes a message and once its call is over."""
+        self._take, self._settle, self._stats = take, settle, stats
 
     def start(self, ctx: Context) -> None:
         """Create the tasks; must run on the loop's thread."""
@@ -111,13 +120,8 @@ class AsyncWorkers:
 
     async def _work(self, task_id: int, ctx: Context, ready: asyncio.Queue[Any]) -> None:
         """Task loop: one consumer call at a time until the outlet is closed and drained."""
-        get, busy, consumer, outlet, ack = (
-            ready.get,
-            self._busy,
-            self._consumer,
-            self.outlet,
-            self._ack,
-        )
+        get, busy, outlet, stats = ready.get, self._busy, self.outlet, self._stats[task_id]
+        clock = time.perf_counter
         cancelled = False
         try:
             while True:
@@ -125,32 +129,14 @@ class AsyncWorkers:
                 if msg is _END:
                     return
                 outlet.taken += 1
+                self._take(msg)
                 busy[task_id] = msg.id
-                try:
-                    await consumer(ctx, msg)
-                except asyncio.CancelledError:
-                    if _task_cancelled():
-                        self._log.error(
-                            "queue %r task %d: cancelled while consuming message %d",
-                            self.name,
-                            task_id,
-                            msg.id,
-                        )
-                        raise
-                    self._log.exception(  # the consumer's own CancelledError: a failure
-                        "queue %r task %d: consumer failed on message %d",
-                        self.name,
-                        task_id,
-                        msg.id,
-                    )
-                except BaseException:  # noqa: BLE001 - a consumer failure never ends the task
-                    self._log.exception(
-                        "queue %r task %d: consumer failed on message %d",
-                        self.name,
-                        task_id,
-                        msg.id,
-                    )
-                ack(msg)  # success or final failure: the message is done
+                started = clock()
+                error = await self._call(task_id, ctx, msg)
+                stats.latencies.append(clock() - started)
+                stats.delivered += 1
+                self._settle(msg, error, stats)  # ack, retry or dead letter
+                error = None  # no reference cycle through the traceback
                 busy[task_id] = None
         except asyncio.CancelledError:
             cancelled = True
@@ -161,6 +147,29 @@ class AsyncWorkers:
                 self.done.set()
                 if cancelled:
                     self._on_gone()
+
+    async def _call(self, task_id: int, ctx: Context, msg: Msg) -> BaseException | None:
+        """Await the consumer on ``msg``; return what it raised, logged (None if nothing)."""
+        try:
+            await self._consumer(ctx, msg)
+        except asyncio.CancelledError as exc:
+            if _task_cancelled():
+                self._log.error(
+                    "queue %r task %d: cancelled while consuming message %d",
+                    self.name,
+                    task_id,
+                    msg.id,
+                )
+                raise
+            error: BaseException = exc  # the consumer's own CancelledError: a failure
+        except BaseException as exc:  # noqa: BLE001 - a consumer failure never ends the task
+            error = exc
+        else:
+            return None
+        self._log.exception(
+            "queue %r task %d: consumer failed on message %d", self.name, task_id, msg.id
+        )
+        return error
 
     async def wait_closed(self) -> None:
         """Let janus finish its own notifier tasks; after ``done``."""

@@ -189,6 +189,11 @@ def bridge(in_size: int, out_size: int) -> tuple[Channel[Any], Channel[Any]]:
     return src, dst
 
 
+def signal(dst: Channel[Any]) -> threading.Condition:
+    """The Condition a bridge's forwarder waits on; notify it (holding it) to wake that."""
+    return dst._writable
+
+
 def wait_ready(
     src: Channel[Any] | None,
     dst: Channel[Any],
@@ -196,13 +201,17 @@ def wait_ready(
     timeout: float | None = None,
     *,
     hand_off: bool = True,
+    linger: list[Any] | None = None,
 ) -> None:
     """Block until ``src`` has an item (or its sentinel) or, if ``want_room``, ``dst`` has room.
 
     ``src`` and ``dst`` come from one ``bridge()``; ``src`` None leaves that side out.
     The caller must be the forwarder, holding nothing pending unless ``want_room``;
-    ``hand_off`` lets senders put straight into ``dst`` meanwhile. Returns at once if
-    there is nothing to wait for; may also return on timeout or spuriously.
+    ``hand_off`` lets senders put straight into ``dst`` meanwhile. With ``linger``, a
+    list other threads append to holding ``signal(dst)`` (and then notify it), it also
+    returns once that list is non-empty, and it waits even with nothing else to wait
+    for, until notified. Without it, it returns at once if there is nothing to wait
+    for. It may also return on timeout or spuriously.
     """
     cond = dst._writable  # the Condition `src` also signals
     with cond:
@@ -210,7 +219,9 @@ def wait_ready(
             return
         if want_room and len(dst._buf) < dst._size:
             return
-        if src is None and not want_room:
+        if linger:
+            return
+        if src is None and not want_room and linger is None and timeout is None:
             return
         if src is not None and not want_room and hand_off:
             src._direct = dst

@@ -160,15 +160,20 @@ class DurableStore:
 
     # -- publishers -----------------------------------------------------------
 
-    def append(self, msg: Msg) -> tuple[Msg, Wait]:
+    def append(self, msg: Msg, delay: float | None = None) -> tuple[Msg, Wait]:
         """Write ``msg``'s record; return the message as consumers will see it, and the wait.
+
+        With ``delay``, a SCHED record in the same write keeps its due time.
 
         Raises:
             TypeError, ValueError: the serializer cannot encode the data, or it is too big.
             StorageFullError, StorageError: nothing was written (or the store is failed).
         """
         payload = self._encode(msg.data)
-        record = wal.encode(wal.MSG, msg.id, payload, time.time())
+        now = time.time()
+        record = wal.encode(wal.MSG, msg.id, payload, now)
+        if delay is not None:
+            record += wal.encode_sched(msg.id, now + delay, 1, now)
         delivered = Msg(msg.id, self._ser.loads(payload), msg.queue)
         with self._lock:
             self._check_writable()
@@ -180,6 +185,8 @@ class DurableStore:
                     raise
                 offset = self._append_record(record)
             self._place(msg.id, self._segment, offset, len(payload))
+            if delay is not None:
+                self._state.sched[msg.id] = (now + delay, 1)
             self.next_id = msg.id + 1
             written = self._written
         failpoint("publish.after_write")
@@ -276,6 +283,40 @@ class DurableStore:
                     exc,
                 )
 
+    def schedule(self, msg: Msg, delay: float) -> None:
+        """Write a SCHED record: ``msg`` is due again in ``delay`` s, as attempt ``msg.attempt``.
+
+        Unsynced, like an ACK: if it is lost, the message comes back at once after a
+        restart, as its earlier attempt.
+        """
+        now = time.time()
+        record = wal.encode_sched(msg.id, now + delay, msg.attempt, now)
+        with self._lock:
+            if self._closed or self._error is not None or self._state.ledger.get(msg.id) is None:
+                return
+            self._state.sched[msg.id] = (now + delay, msg.attempt)
+            try:
+                self._write(record)
+            except StorageError as exc:
+                self._log.warning(
+                    "queue %r: after a restart message %d will be retried at once: %s",
+                    self.name,
+                    msg.id,
+                    exc,
+                )
+
+    def scheduled(self) -> list[tuple[Msg, float]]:
+        """Recovered messages waiting for a due time, with the seconds left until it."""
+        now, found = time.time(), []
+        with self._lock:
+            for msg_id, (due, attempt) in sorted(self._state.sched.items()):
+                where = self._state.ledger.get(msg_id)
+                msg = None if where is None else self._read(msg_id, *where)
+                if msg is not None:
+                    again = Msg(msg_id, msg.data, self.name, attempt, redelivered=True)
+                    found.append((again, max(0.0, due - now)))
+        return found
+
     # -- the forwarder --------------------------------------------------------
 
     @property
@@ -303,7 +344,7 @@ class DurableStore:
                     start = end
                     break
                 where = ledger.get(start)
-                if where is not None:
+                if where is not None and start not in self._state.sched:  # those wait
                     msg = self._read(start, *where)
                     if msg is not None:
                         msgs.append(msg)
@@ -479,7 +520,11 @@ class DurableStore:
                     self._state.drop(msg_id)
                     continue
                 payload = raw[wal.HEADER_SIZE :]
-                offset = self._write(wal.encode(wal.MSG, msg_id, payload, record.time))
+                moved = wal.encode(wal.MSG, msg_id, payload, record.time)
+                sched = self._state.sched.get(msg_id)
+                if sched is not None:  # its SCHED record goes with it
+                    moved += wal.encode_sched(msg_id, *sched, record.time)
+                offset = self._write(moved)
                 self._place(msg_id, self._segment, offset, len(payload))
         except OSError as exc:  # StorageError included: keep the old segment, try later
             self._log.warning(

@@ -87,3 +87,14 @@ class DataDirLockedError(StateError):
         super().__init__(f"data directory {path!r} is locked by {holder}")
         self.path = path
         self.pid = pid
+
+
+class QueueFullError(TinyMQError):
+    """Raised by ``publish`` when a bounded queue stayed full for the whole timeout."""
+
+    def __init__(self, name: str, limit: int, timeout: float | None) -> None:
+        super().__init__(
+            f"queue {name!r} is full: {limit} messages pending (max_pending) for {timeout} s"
+        )
+        self.queue = name
+        self.limit = limit

@@ -25,21 +25,27 @@ import functools
 import logging
 import os
 import threading
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from tinymq.aio import AsyncConsumer, AsyncWorkers, is_async_consumer
 from tinymq.context import Context
 from tinymq.datadir import DataDir
+from tinymq.deadletter import DeadLetter, DeadLetters, DurableDeadLetters, MemoryDeadLetters
+from tinymq.delivery import Delivery, OnDead, OnFailure
 from tinymq.durable import DurableOptions, DurableStore
 from tinymq.errors import QueueExistsError, QueueNotFoundError, StateError
+from tinymq.gate import Gate
 from tinymq.loops import AsyncSide, running_loop
 from tinymq.message import Msg
 from tinymq.queue import Queue
 from tinymq.recovery import RecoveryReport
+from tinymq.retry import ONE_ATTEMPT, Retry, check_seconds
 from tinymq.serializers import JSON, Serializer
+from tinymq.stats import QueueStats, WorkerStats, summarise
 from tinymq.store import MemoryStore, Store, Wait
 from tinymq.timeouts import check_timeout, deadline_after, remaining
 
@@ -68,11 +74,15 @@ class _Registration:
     concurrency: int
     queue: Queue
     store: Store
+    delivery: Delivery
+    gate: Gate | None  # bounds the pending messages (max_pending); None: unbounded
     # busy[i] is the id of the message worker (or task) i consumes, or None; one writer each.
     busy: list[int | None]
+    stats: list[WorkerStats]  # stats[i] is written by worker (or task) i only
     tasks: AsyncWorkers | None  # for an async consumer; else worker threads
     seq_lock: threading.Lock = field(default_factory=threading.Lock)  # guards next_id
     next_id: int = 0
+    first_id: int = 0  # the first id this run issued
     workers: list[threading.Thread] = field(default_factory=list)
 
 
@@ -132,7 +142,16 @@ class MQ:
     # -- registration ---------------------------------------------------------
 
     def register_queue(
-        self, name: str, consumer: AnyConsumer, concurrency: int = 1, *, durable: bool = False
+        self,
+        name: str,
+        consumer: AnyConsumer,
+        concurrency: int = 1,
+        *,
+        durable: bool = False,
+        retry: Retry | None = None,
+        max_pending: int | None = None,
+        on_failure: OnFailure | None = None,
+        on_dead: OnDead | None = None,
     ) -> None:
         """Register queue ``name`` whose messages go to ``consumer``.
 
@@ -140,18 +159,24 @@ class MQ:
         as ``concurrency`` asyncio tasks. A ``durable`` queue opens its log under
         ``data_dir`` here, and recovers what earlier runs left unfinished.
 
+        Args:
+            retry: how failed calls are tried again (default: one attempt, no retry).
+                A message that fails its last attempt, or whose consumer raises
+                ``Reject``, becomes a dead letter (``dead_letters(name)``).
+            max_pending: bound on the messages accepted and not yet taken by a
+                consumer; ``publish`` waits for room (default: unbounded).
+            on_failure: ``on_failure(msg, exc)`` after each failed call, in the worker.
+            on_dead: ``on_dead(dead_letter)`` when a message becomes a dead letter.
+                Hook errors are logged and go no further.
+
         Raises:
-            TypeError, ValueError: a bad name, consumer or concurrency; ``durable``
-                without a ``data_dir``.
+            TypeError, ValueError: a bad argument; ``durable`` without a ``data_dir``.
             QueueExistsError: the name is taken.
             StateError: the MQ has already been started.
             CorruptionError: the log is damaged and ``on_corruption="fail"``.
             StorageError: the log cannot be read or written.
         """
-        _check_name(name)
-        if not callable(consumer):
-            raise TypeError(f"consumer for queue {name!r} must be callable, got {consumer!r}")
-        _check_concurrency(name, concurrency)
+        _check_registration(name, consumer, concurrency, retry, max_pending, on_failure, on_dead)
         if durable and self._data_dir is None:
             raise ValueError(f"queue {name!r}: durable=True needs MQ(data_dir=...)")
         with self._lock:
@@ -159,8 +184,9 @@ class MQ:
                 raise StateError(f"cannot register queue {name!r}: the MQ is {self._state.value}")
             if name in self._queues:
                 raise QueueExistsError(name)
-            store = self._open_store(name) if durable else MemoryStore()
+            store, dead = self._open_stores(name) if durable else (MemoryStore(), None)
             busy: list[int | None] = [None] * concurrency
+            stats = [WorkerStats() for _ in range(concurrency)]
             tasks = None
             if is_async_consumer(consumer):
                 tasks = AsyncWorkers(
@@ -168,31 +194,68 @@ class MQ:
                     cast(AsyncConsumer, consumer),
                     concurrency,
                     busy=busy,
-                    ack=store.ack,
                     log=self._log,
                     on_gone=functools.partial(self._tasks_gone, name),
                 )
                 self._async.groups.append(tasks)
             outlet = None if tasks is None else tasks.outlet
-            queue = Queue(IN_SIZE, OUT_SIZE, name=name, outlet=outlet, store=store)
-            self._queues[name] = _Registration(
-                name, consumer, concurrency, queue, store, busy, tasks, next_id=store.next_id
+            queue = Queue(IN_SIZE, OUT_SIZE, name=name, outlet=outlet, store=store, settle=True)
+            delivery = Delivery(
+                queue,
+                retry or ONE_ATTEMPT,
+                dead or MemoryDeadLetters(),
+                self._log,
+                on_failure=on_failure,
+                on_dead=on_dead,
             )
+            gate = None if max_pending is None else Gate(name, max_pending)
+            reg = _Registration(
+                name, consumer, concurrency, queue, store, delivery, gate, busy, stats, tasks
+            )
+            reg.next_id = reg.first_id = store.next_id
+            if tasks is not None:
+                tasks.bind(functools.partial(_take, reg), delivery.settle, stats)
+            self._queues[name] = reg
 
-    def _open_store(self, name: str) -> DurableStore:
+    def _open_stores(self, name: str) -> tuple[DurableStore, DeadLetters]:
+        """Open durable queue ``name``'s log and its dead letters' log."""
         assert self._data_dir is not None
         directory = self._data_dir.queue_dir(name)
-        return DurableStore(directory, name, self._durable, self._log)
+        store = DurableStore(directory, name, self._durable, self._log)
+        try:
+            dead = DurableDeadLetters(
+                os.path.join(directory, "dead"), name, self._durable, self._log
+            )
+        except BaseException:
+            store.close()
+            raise
+        return store, dead
 
     def consumer(
-        self, name: str, concurrency: int = 1, *, durable: bool = False
+        self,
+        name: str,
+        concurrency: int = 1,
+        *,
+        durable: bool = False,
+        retry: Retry | None = None,
+        max_pending: int | None = None,
+        on_failure: OnFailure | None = None,
+        on_dead: OnDead | None = None,
     ) -> Callable[[C], C]:
         """Decorator form of ``register_queue``; returns the function unchanged."""
-        _check_name(name)
-        _check_concurrency(name, concurrency)
+        _check_registration(name, print, concurrency, retry, max_pending, on_failure, on_dead)
 
         def register(fn: C) -> C:
-            self.register_queue(name, cast(AnyConsumer, fn), concurrency, durable=durable)
+            self.register_queue(
+                name,
+                cast(AnyConsumer, fn),
+                concurrency,
+                durable=durable,
+                retry=retry,
+                max_pending=max_pending,
+                on_failure=on_failure,
+                on_dead=on_dead,
+            )
             return fn
 
         return register
@@ -215,15 +278,22 @@ class MQ:
 
     # -- publishing -----------------------------------------------------------
 
-    def publish(self, name: str, data: Any) -> int:
+    def publish(
+        self, name: str, data: Any, *, delay: float | None = None, timeout: float | None = None
+    ) -> int:
         """Accept ``data`` on queue ``name`` and return its id; callable before ``start()``.
 
-        Blocks only while the queue's ``in`` channel is full, which its forwarder empties,
-        and, for a durable queue with fsync="always", until the record is synced.
+        With ``delay``, the message is delivered no earlier than ``delay`` seconds from
+        now (delayed messages come out in order of due time, ties in id order). Blocks
+        only while a bounded queue is full (up to ``timeout`` seconds; None waits, 0
+        never does) or its ``in`` channel is full, which its forwarder empties, and, for
+        a durable queue with fsync="always", until the record is synced.
 
         Raises:
             QueueNotFoundError: no such queue.
             QueueClosedError: the MQ is stopping or stopped.
+            QueueFullError: a bounded queue stayed full for ``timeout`` seconds.
+            ValueError: a negative ``delay`` or ``timeout``.
             TypeError: a durable queue's serializer cannot encode ``data``; nothing written.
             StorageError: a durable queue could not store it (StorageFullError: no room).
                 The message was not acknowledged; if the error came from the sync, it
@@ -232,29 +302,100 @@ class MQ:
         reg = self._queues.get(name)
         if reg is None:
             raise QueueNotFoundError(name)
-        with reg.seq_lock:
-            msg_id, wait = _enqueue(reg, data)
+        _check_publish(delay, timeout)
+        if reg.gate is not None:
+            reg.gate.enter(timeout)
+        try:
+            with reg.seq_lock:
+                msg_id, wait = _enqueue(reg, data, delay=delay)
+        except BaseException:
+            if reg.gate is not None:
+                reg.gate.leave()
+            raise
         wait()  # outside the lock: concurrent publishers share one sync
         return msg_id
 
-    async def apublish(self, name: str, data: Any) -> int:
+    async def apublish(
+        self, name: str, data: Any, *, delay: float | None = None, timeout: float | None = None
+    ) -> int:
         """Like ``publish``, but never blocks the event loop.
 
         The common case takes no thread hop; when ``in`` is full, another publisher
-        holds the queue's id lock, or the queue is durable (its write may wait for the
-        disk), the blocking publish runs in the loop's executor.
+        holds the queue's id lock, a bounded queue is full, or the queue is durable (its
+        write may wait for the disk), the blocking publish runs in the loop's executor.
         """
         reg = self._queues.get(name)
         if reg is None:
             raise QueueNotFoundError(name)
-        if not reg.store.durable and reg.seq_lock.acquire(blocking=False):
+        _check_publish(delay, timeout)
+        if not reg.store.durable and (reg.gate is None or reg.gate.try_enter()):
             try:
-                return _enqueue(reg, data, timeout=0)[0]
-            except TimeoutError:
-                pass
+                msg_id = _publish_nowait(reg, data, delay)
+            except BaseException:
+                msg_id = None
+                raise
             finally:
-                reg.seq_lock.release()
-        return await asyncio.to_thread(self.publish, name, data)
+                if msg_id is None and reg.gate is not None:
+                    reg.gate.leave()
+            if msg_id is not None:
+                return msg_id
+        call = functools.partial(self.publish, name, data, delay=delay, timeout=timeout)
+        return await asyncio.to_thread(call)
+
+    # -- dead letters and stats ---------------------------------------------
+
+    def dead_letters(self, name: str) -> list[DeadLetter]:
+        """Queue ``name``'s dead letters, oldest first.
+
+        Raises:
+            QueueNotFoundError: no such queue.
+        """
+        return self._registration(name).delivery.dead.all()
+
+    def requeue_dead(self, name: str, ids: Iterable[int] | None = None) -> int:
+        """Publish dead letters of ``name`` again (those of message ``ids``, or all).
+
+        Each is published as a new message (a new id, attempt 1) and then leaves the
+        dead letters. Returns how many were requeued.
+
+        Raises:
+            QueueNotFoundError: no such queue.
+            QueueClosedError: the MQ is stopping or stopped; nothing was requeued.
+        """
+        reg = self._registration(name)
+        wanted = _check_ids(ids)
+        letters = [d for d in reg.delivery.dead.all() if wanted is None or d.id in wanted]
+        for letter in letters:
+            self.publish(name, letter.data)
+            reg.delivery.dead.remove({letter.id})
+        return len(letters)
+
+    def purge_dead(self, name: str, ids: Iterable[int] | None = None) -> int:
+        """Drop dead letters of ``name`` (those of message ``ids``, or all); return how many.
+
+        Raises:
+            QueueNotFoundError: no such queue.
+        """
+        return len(self._registration(name).delivery.dead.remove(_check_ids(ids)))
+
+    def stats(self) -> dict[str, QueueStats]:
+        """A snapshot of every queue's counts and recent latency; cheap, any thread."""
+        return {
+            reg.name: summarise(
+                reg.stats,
+                published=reg.next_id - reg.first_id,
+                pending=reg.queue.backlog - reg.queue.delayed,
+                delayed=reg.queue.delayed,
+                in_flight=sum(1 for b in tuple(reg.busy) if b is not None),
+            )
+            for reg in list(self._queues.values())
+        }
+
+    def _registration(self, name: str) -> _Registration:
+        reg = self._queues.get(name)
+        if reg is None:
+            raise QueueNotFoundError(name)
+        return reg
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -315,19 +456,27 @@ class MQ:
 
     def _work(self, reg: _Registration, worker_id: int, ctx: Context) -> None:
         """Worker loop: one consumer call at a time until ``out`` is closed and drained."""
-        consumer, busy, log, ack = reg.consumer, reg.busy, self._log, reg.queue.ack
+        consumer, busy, log, settle = reg.consumer, reg.busy, self._log, reg.delivery.settle
+        stats, take, clock = reg.stats[worker_id], functools.partial(_take, reg), time.perf_counter
         for msg in reg.queue.dequeue():
+            take(msg)
             busy[worker_id] = msg.id
+            error: BaseException | None = None
+            started = clock()
             try:
                 consumer(ctx, msg)
-            except BaseException:  # a consumer failure never ends the worker
+            except BaseException as exc:  # a consumer failure never ends the worker
+                error = exc
                 log.exception(
                     "queue %r worker %d: consumer failed on message %d",
                     reg.name,
                     worker_id,
                     msg.id,
                 )
-            ack(msg)  # success or final failure: the message is done
+            stats.latencies.append(clock() - started)
+            stats.delivered += 1
+            settle(msg, error, stats)  # ack, retry or dead letter
+            error = None  # no reference cycle through the traceback
             busy[worker_id] = None
 
     def stop(self, timeout: float | None = None) -> None:
@@ -389,6 +538,7 @@ class MQ:
         """Every task of queue ``name`` was cancelled (its loop shut down): stop accepting."""
         reg = self._queues[name]
         reg.queue.close()
+        reg.queue.abandon()
         self._log.error(
             "queue %r: its event loop cancelled every consumer task; the queue is closed", name
         )
@@ -404,6 +554,7 @@ class MQ:
         """Sync and close every durable log, then free the data directory."""
         for reg in self._queues.values():
             reg.store.close()
+            reg.delivery.dead.close()
         if self._data_dir is not None:
             self._data_dir.close()
 
@@ -472,12 +623,77 @@ class MQ:
         return f"<MQ {self._state.value} queues={self.queue_names}>"
 
 
-def _enqueue(reg: _Registration, data: Any, timeout: float | None = None) -> tuple[int, Wait]:
+def _enqueue(
+    reg: _Registration, data: Any, timeout: float | None = None, delay: float | None = None
+) -> tuple[int, Wait]:
     """Issue the next id and enqueue; the caller holds ``reg.seq_lock``."""
     msg_id = reg.next_id
-    wait = reg.queue.enqueue(Msg(msg_id, data, reg.name), timeout)
+    wait = reg.queue.enqueue(Msg(msg_id, data, reg.name), timeout, delay)
     reg.next_id = msg_id + 1  # only once accepted: a refused publish burns no id
     return msg_id, wait
+
+
+def _publish_nowait(reg: _Registration, data: Any, delay: float | None) -> int | None:
+    """Publish to an in-memory queue if that needs no wait; None if it would."""
+    if not reg.seq_lock.acquire(blocking=False):
+        return None
+    try:
+        return _enqueue(reg, data, timeout=0, delay=delay)[0]
+    except TimeoutError:
+        return None
+    finally:
+        reg.seq_lock.release()
+
+
+def _take(reg: _Registration, msg: Msg) -> None:
+    """A consumer took ``msg``: its first delivery frees a place in a bounded queue."""
+    if reg.gate is not None and msg.attempt == 1 and not msg.redelivered:
+        reg.gate.leave()
+
+
+def _check_publish(delay: object, timeout: object) -> None:
+    if delay is not None:
+        check_seconds("delay", delay)
+    check_timeout(cast("float | None", timeout))
+
+
+def _check_ids(ids: Iterable[int] | None) -> set[int] | None:
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise TypeError(f"ids must be an iterable of message ids or None, got {ids!r}")
+    chosen = set(ids)
+    bad = [i for i in chosen if isinstance(i, bool) or not isinstance(i, int)]
+    if bad:
+        raise TypeError(f"ids must be ints, got {bad[0]!r}")
+    return chosen
+
+
+def _check_registration(  # noqa: PLR0917 - register_queue's arguments, checked in one place
+    name: object,
+    consumer: object,
+    concurrency: object,
+    retry: object,
+    max_pending: object,
+    on_failure: object,
+    on_dead: object,
+) -> None:
+    """Check every argument of ``register_queue`` before anything changes."""
+    _check_name(name)
+    assert isinstance(name, str)
+    if not callable(consumer):
+        raise TypeError(f"consumer for queue {name!r} must be callable, got {consumer!r}")
+    _check_concurrency(name, concurrency)
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"retry of queue {name!r} must be a tinymq.Retry, got {retry!r}")
+    if max_pending is not None:
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int):
+            raise TypeError(f"max_pending of queue {name!r} must be an int, got {max_pending!r}")
+        if max_pending < 1:
+            raise ValueError(f"max_pending of queue {name!r} must be >= 1, got {max_pending}")
+    for hook, what in ((on_failure, "on_failure"), (on_dead, "on_dead")):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{what} of queue {name!r} must be callable, got {hook!r}")
 
 
 def _check_ctx(ctx: object) -> Context:

@@ -2,22 +2,29 @@
 
 Once started, only the forwarder thread touches ``_pending``, the backlog its Store
 gives it (a deque in memory; a bounded read-ahead over the log for a durable queue),
-so ``in`` keeps draining even while ``out`` is full. Closing closes ``in``: the
-forwarder moves everything still in ``in`` and ``_pending`` into ``out``, in order,
+and ``_schedule``, the messages waiting for a due time, so ``in`` keeps draining even
+while ``out`` is full. Closing closes ``in``: the forwarder moves everything still in
+``in``, ``_pending`` and ``_schedule`` (each at its due time) into ``out``, in order,
 and then closes ``out`` (the Channel close contract does the rest). A queue built
-with an ``Outlet`` (the asyncio side) delivers there instead of ``out``.
+with ``settle=True`` also waits for every consumer call in flight, which may hand
+its message back for a retry. A queue built with an ``Outlet`` (the asyncio side)
+delivers there instead of ``out``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
-from typing import Protocol
+from typing import Final, Protocol
 
-from tinymq.channel import Channel, bridge, wait_ready
+from tinymq.channel import Channel, bridge, signal, wait_ready
 from tinymq.errors import ChannelClosedError, QueueClosedError, StateError
 from tinymq.message import Msg
+from tinymq.schedule import Schedule
 from tinymq.store import MemoryStore, Store, Wait, no_wait
+
+_WAKE: Final = None  # posted to _later to wake a forwarder waiting for calls in flight
 
 
 class Outlet(Protocol):
@@ -50,6 +57,7 @@ class Queue:
         name: str = "queue",
         outlet: Outlet | None = None,
         store: Store | None = None,
+        settle: bool = False,
     ) -> None:
         self.name = name
         self._in, self._out = bridge(in_size, out_size)
@@ -57,6 +65,17 @@ class Queue:
         self._store: Store = MemoryStore() if store is None else store
         self._pending = self._store.backlog()
         self.ack = self._store.ack
+        self._settle = settle  # consumers call finish() after each call; close waits for them
+        # Guards _later and _draining; the forwarder waits on it (see channel.signal).
+        self._signal = signal(self._out)
+        self._later: list[tuple[Msg, float] | None] = []  # (msg, due) or _WAKE, for the forwarder
+        self._draining = False  # the forwarder waits for calls in flight: finish() must wake it
+        self._schedule = Schedule()  # forwarder only, like _pending
+        self._due: deque[Msg] = deque()  # forwarder only: due messages, handed out first
+        self._handed = 0  # forwarder only: messages handed to consumers
+        self._finished: dict[int, int] = {}  # thread id -> calls finished there; one writer each
+        for msg, delay in self._store.scheduled():
+            self._later.append((msg, time.monotonic() + delay))
         # Guards _thread; until _thread is set it also guards _pending.
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -72,11 +91,13 @@ class Queue:
             thread.start()
             self._thread = thread
 
-    def enqueue(self, msg: Msg, timeout: float | None = None) -> Wait:
+    def enqueue(self, msg: Msg, timeout: float | None = None, delay: float | None = None) -> Wait:
         """Accept ``msg``; blocks only while ``in`` is full, which the forwarder empties.
 
-        Returns the wait for the store's promise (a durable record on disk); call it
-        after releasing the id lock, so that concurrent publishers share one sync.
+        With ``delay``, the message is handed out no earlier than ``delay`` seconds from
+        now, without holding back the messages behind it. Returns the wait for the
+        store's promise (a durable record on disk); call it after releasing the id
+        lock, so that concurrent publishers share one sync.
 
         Raises:
             QueueClosedError: ``close()`` was called before (or while blocked).
@@ -84,18 +105,57 @@ class Queue:
             TypeError, StorageError: the store refused the message; nothing accepted.
         """
         store = self._store
-        if not store.durable:  # nothing to record: skip the store on the hot path
+        if delay is None and not store.durable:  # nothing to record: the hot path
             self._accept(msg, timeout)
             return no_wait
         if self._in.closed:  # refuse before writing anything
             raise QueueClosedError(self.name)
-        msg, wait = store.append(msg)
+        msg, wait = store.append(msg, delay)
         try:
-            self._accept(msg, timeout)
+            if delay is None:
+                self._accept(msg, timeout)
+            else:
+                self._post(msg, time.monotonic() + delay, accepting=True)
         except BaseException:
             store.cancel(msg)
             raise
         return wait
+
+    def retry(self, msg: Msg, delay: float) -> None:
+        """Hand ``msg`` back, to be handed out again as its next attempt after ``delay`` s.
+
+        For a consumer of a ``settle=True`` queue, between its call and ``finish()``;
+        also while the queue is closing, which waits for the retry.
+        """
+        if not self._settle:
+            raise StateError(f"queue {self.name!r}: retry() needs Queue(settle=True)")
+        again = Msg(msg.id, msg.data, msg.queue, msg.attempt + 1, msg.redelivered)
+        self._store.schedule(again, delay)
+        self._post(again, time.monotonic() + delay, accepting=False)
+
+    def finish(self) -> None:
+        """Tell a ``settle=True`` queue that a consumer call is over (acked or retried)."""
+        thread, finished = threading.get_ident(), self._finished
+        finished[thread] = finished.get(thread, 0) + 1
+        if self._draining:
+            with self._signal:
+                self._later.append(_WAKE)
+                self._signal.notify()
+
+    def abandon(self) -> None:
+        """The consumers are gone (their loop ended): stop waiting for calls in flight."""
+        with self._signal:
+            self._settle = False
+            self._later.append(_WAKE)
+            self._signal.notify()
+
+    def _post(self, msg: Msg, due: float, *, accepting: bool) -> None:
+        """Give the forwarder a message to hand out at ``due`` (time.monotonic)."""
+        with self._signal:
+            if accepting and self._in.closed:
+                raise QueueClosedError(self.name)
+            self._later.append((msg, due))
+            self._signal.notify()
 
     def _accept(self, msg: Msg, timeout: float | None) -> None:
         try:
@@ -146,28 +206,35 @@ class Queue:
 
     @property
     def pending(self) -> int:
-        """Messages held by the forwarder, not yet in ``out`` (approximate)."""
-        return len(self._pending)
+        """Messages held by the forwarder, ready and not yet in ``out`` (approximate)."""
+        return len(self._pending) + len(self._due)
+
+    @property
+    def delayed(self) -> int:
+        """Messages waiting for their due time (approximate)."""
+        return len(self._schedule) + sum(1 for item in tuple(self._later) if item is not _WAKE)
 
     @property
     def backlog(self) -> int:
         """Messages accepted and not yet received from ``out`` (approximate)."""
         out = len(self._out) if self._outlet is None else len(self._outlet)
-        return len(self._in) + len(self._pending) + out
+        return len(self._in) + self.pending + self.delayed + out
 
     def _run(self) -> None:
-        """Forwarder loop: the only code that touches ``_pending`` after start.
+        """Forwarder loop: the only code that touches ``_pending`` and ``_schedule`` after start.
 
-        Emulates Go's select over "receive from in" and "send to out": take every
-        message ``in`` holds, hand out what ``out`` has room for, then sleep on the
-        one Condition that both signal. While it sleeps with nothing pending,
-        publishers hand messages straight to ``out``. The receive side drops out once
-        ``in`` is closed and drained; the loop ends when nothing is pending either.
+        Emulates Go's select over "receive from in", "send to out" and a timer: take
+        every message ``in`` holds and every message posted for later, hand out what
+        ``out`` has room for (due messages first), then sleep on the one Condition that
+        all of them signal, until the next due time. While it sleeps with nothing
+        pending, publishers hand messages straight to ``out``. The receive side drops
+        out once ``in`` is closed and drained; the loop ends when nothing is pending
+        or scheduled either and, with ``settle``, no consumer call is in flight.
         """
         src: Channel[Msg] | None = self._in
-        dst, pending = self._out, self._pending
+        dst, pending, schedule, due = self._out, self._pending, self._schedule, self._due
         out: Channel[Msg] | Outlet = dst if self._outlet is None else self._outlet
-        hand_off = self._outlet is None and self._store.direct_hand_off
+        hand_off = self._outlet is None and self._store.direct_hand_off and not self._settle
         try:
             while True:
                 if src is not None:
@@ -175,13 +242,41 @@ class Queue:
                         pending.extend(src.recv_all())
                     except ChannelClosedError:
                         src = None
-                if pending.refill():
-                    out.send_from(pending.ready)
-                elif src is None:
+                        self._draining = self._settle
+                if self._later:
+                    self._take_later()
+                if schedule:
+                    due.extend(schedule.pop_due(time.monotonic()))
+                if due:
+                    self._handed += out.send_from(due)
+                elif pending.refill():
+                    self._handed += out.send_from(pending.ready)
+                if src is None and not due and not pending.refill() and self._finished_all():
                     break
-                wait_ready(src, dst, want_room=len(pending) > 0, hand_off=hand_off)
+                wait_ready(
+                    src,
+                    dst,
+                    want_room=bool(due) or len(pending) > 0,
+                    timeout=schedule.wait_time(time.monotonic()),
+                    hand_off=hand_off,
+                    linger=self._later,
+                )
         finally:
             out.close()  # even on a bug: workers must not wait forever
+
+    def _take_later(self) -> None:
+        """Move what other threads posted into the schedule."""
+        with self._signal:
+            later, self._later[:] = list(self._later), []
+        for item in later:
+            if item is not _WAKE:
+                self._schedule.push(*item)
+
+    def _finished_all(self) -> bool:
+        """Nothing scheduled or posted, and every message handed out is settled."""
+        if self._schedule or self._later:
+            return False
+        return not self._settle or sum(list(self._finished.values())) >= self._handed
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""

@@ -68,6 +68,7 @@ class LogState:
     live: dict[int, int] = field(default_factory=dict)  # segment -> live messages in it
     count: dict[int, int] = field(default_factory=dict)  # segment -> messages written to it
     span: dict[int, tuple[int, int]] = field(default_factory=dict)  # segment -> (low, high) id
+    sched: dict[int, tuple[float, int]] = field(default_factory=dict)  # id -> (due, attempt)
     next_id: int = 0
 
     def place(self, msg_id: int, segment: int, offset: int, length: int) -> None:
@@ -83,6 +84,7 @@ class LogState:
 
     def drop(self, msg_id: int) -> None:
         """Record that ``msg_id`` was acknowledged (or is unreadable)."""
+        self.sched.pop(msg_id, None)
         segment = self.ledger.remove(msg_id)
         if segment is not None:
             self.live[segment] -= 1
@@ -137,7 +139,7 @@ class _Reader:
         seen = self.lost.seen(self.state.next_id)
 
         def mark(buf: Buffer, segment: int, record: wal.Record) -> None:
-            if record.kind != wal.HEAD:
+            if record.kind in (wal.MSG, wal.ACK):
                 seen.add(record.id)
 
         for number in numbers:
@@ -176,6 +178,9 @@ class _Reader:
             self.lost.message(record.id)
         elif record.kind == wal.ACK:
             state.drop(record.id)
+        elif record.kind == wal.SCHED:
+            if state.ledger.get(record.id) is not None:
+                state.sched[record.id] = wal.decode_sched(buf[record.payload_at : record.end])
         else:
             next_id, _low = wal.decode_head(buf[record.payload_at : record.end])
             state.next_id = max(state.next_id, next_id)

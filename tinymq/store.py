@@ -42,11 +42,21 @@ class Store(Protocol):
     durable: bool  # does an accepted message survive the process
     direct_hand_off: bool  # may a publisher put straight into ``out``, skipping the backlog
 
-    def append(self, msg: Msg) -> tuple[Msg, Wait]:
-        """Record ``msg``; return the message to deliver and the wait for its durability.
+    def append(self, msg: Msg, delay: float | None = None) -> tuple[Msg, Wait]:
+        """Record ``msg``, due ``delay`` seconds from now if given; return the message to
+        deliver and the wait for its durability.
 
         Called with the queue's id lock held, so in id order. Raises TypeError if the
         data cannot be stored, StorageError if it could not be written: then nothing is.
+        """
+
+    def schedule(self, msg: Msg, delay: float) -> None:
+        """Record that ``msg`` (its next attempt) is due again ``delay`` seconds from now."""
+
+    def scheduled(self) -> list[tuple[Msg, float]]:
+        """Recovered messages that wait for a due time, with the seconds left until it.
+
+        They are not in ``backlog()``; called once, when the queue is built.
         """
 
     def cancel(self, msg: Msg) -> None:
@@ -83,8 +93,14 @@ class MemoryStore:
     durable = False
     direct_hand_off = True
 
-    def append(self, msg: Msg) -> tuple[Msg, Wait]:
+    def append(self, msg: Msg, delay: float | None = None) -> tuple[Msg, Wait]:
         return msg, no_wait
+
+    def schedule(self, msg: Msg, delay: float) -> None:
+        pass
+
+    def scheduled(self) -> list[tuple[Msg, float]]:
+        return []
 
     def cancel(self, msg: Msg) -> None:
         pass

@@ -14,6 +14,8 @@ A record is a 32-byte header and a payload, little endian::
 A segment begins with a HEAD record whose payload holds the next id to issue and the
 lowest unacknowledged id when it was created. MSG carries the serialized data; a MSG
 for an id already in the log replaces it (a message moved forward). ACK has no payload.
+SCHED follows the MSG of its id: the message waits until a due time (a delayed publish
+or a retry), and its next delivery is the given attempt.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ HEADER_SIZE: Final = _FIELDS_AT + _FIELDS.size
 HEAD: Final = 1
 MSG: Final = 2
 ACK: Final = 3
-KINDS: Final = frozenset((HEAD, MSG, ACK))
+SCHED: Final = 4
+KINDS: Final = frozenset((HEAD, MSG, ACK, SCHED))
+_SCHED_PAYLOAD = struct.Struct("<dI")  # due (seconds since the epoch), attempt
 
 Buffer = bytes | mmap.mmap  # a segment's bytes, read or mapped
 
@@ -69,6 +73,16 @@ def _header(kind: int, fields: bytes) -> bytes:
 
 def encode_head(segment: int, next_id: int, low_id: int, time: float) -> bytes:
     return encode(HEAD, segment, _HEAD_PAYLOAD.pack(next_id, low_id), time)
+
+
+def encode_sched(msg_id: int, due: float, attempt: int, time: float) -> bytes:
+    return encode(SCHED, msg_id, _SCHED_PAYLOAD.pack(due, attempt), time)
+
+
+def decode_sched(payload: bytes) -> tuple[float, int]:
+    """Return (due time, attempt) from a SCHED payload."""
+    due, attempt = _SCHED_PAYLOAD.unpack(payload)
+    return due, attempt
 
 
 def decode_head(payload: bytes) -> tuple[int, int]:
