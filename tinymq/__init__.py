@@ -2,12 +2,14 @@
 
 from tinymq.channel import Channel
 from tinymq.context import Context
+from tinymq.deadletter import DeadLetter
 from tinymq.errors import (
     ChannelClosedError,
     CorruptionError,
     DataDirLockedError,
     QueueClosedError,
     QueueExistsError,
+    QueueFullError,
     QueueNotFoundError,
     StateError,
     StorageError,
@@ -18,7 +20,9 @@ from tinymq.message import Msg
 from tinymq.mq import MQ, Consumer
 from tinymq.queue import Queue
 from tinymq.recovery import Damage, RecoveryReport
+from tinymq.retry import Reject, Retry, RetryLater
 from tinymq.serializers import JSON, PICKLE, Serializer
+from tinymq.stats import QueueStats
 
 __all__ = [
     "JSON",
@@ -31,12 +35,18 @@ __all__ = [
     "CorruptionError",
     "Damage",
     "DataDirLockedError",
+    "DeadLetter",
     "Msg",
     "Queue",
     "QueueClosedError",
     "QueueExistsError",
+    "QueueFullError",
     "QueueNotFoundError",
+    "QueueStats",
     "RecoveryReport",
+    "Reject",
+    "Retry",
+    "RetryLater",
     "Serializer",
     "StateError",
     "StorageError",
