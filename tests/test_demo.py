@@ -13,30 +13,34 @@ from tinymq.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(
-    r"^summary: published (\d+), consumed (\d+), failed (\d+), elapsed [\d.]+ s$", re.MULTILINE
+    r"^summary: published (\d+), consumed (\d+), failed calls (\d+), retried (\d+), "
+    r"dead letters (\d+), elapsed [\d.]+ s$",
+    re.MULTILINE,
 )
 
 
-def summary_counts(stdout: str) -> tuple[int, int, int]:
+def summary_counts(stdout: str) -> tuple[int, int, int, int, int]:
     found = SUMMARY.findall(stdout)
     assert len(found) == 1, f"expected one summary line in:\n{stdout}"
-    published, consumed, failed = (int(n) for n in found[0])
-    return published, consumed, failed
+    published, consumed, failed, retried, dead = (int(n) for n in found[0])
+    return published, consumed, failed, retried, dead
 
 
-def test_demo_counts_every_published_word_once_and_tinymq_logs_each_failure(
+def test_demo_settles_every_published_word_once_retrying_and_dead_lettering_failures(
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    argv = ["demo", "--lookups", "20", "--delay", "0.01", "--fail-rate", "0.3", "--seed", "1"]
+    argv = ["demo", "--lookups", "30", "--delay", "0.01", "--fail-rate", "0.6", "--seed", "1"]
     with caplog.at_level(logging.ERROR, logger="tinymq"):
         status = main(argv)
     out = capsys.readouterr().out
-    published, consumed, failed = summary_counts(out)
+    published, consumed, failed, retried, dead = summary_counts(out)
     assert status == 0
-    assert published == consumed + failed
-    assert failed > 0  # outcomes depend on the seed only, so seed 1 always fails some
+    assert published == consumed + dead
+    assert failed == retried + dead
+    assert retried > 0 and dead > 0  # outcomes depend on the seed only: seed 1 has both
     assert out.count("unknown -> queued as message id") == published
     assert out.count(" failed: ") == failed
+    assert out.count("is a dead letter") == dead == out.count("  dead letter #")
     logged = [r for r in caplog.records if r.name == "tinymq" and r.exc_info is not None]
     assert len(logged) == failed
 
@@ -63,6 +67,6 @@ def test_python_m_tinymq_demo_exits_0_and_prints_the_summary() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    published, consumed, failed = summary_counts(result.stdout)
-    assert published == consumed + failed > 0
+    published, consumed, _, _, dead = summary_counts(result.stdout)
+    assert published == consumed + dead > 0
     assert "Traceback" not in result.stderr

@@ -3,6 +3,8 @@
 Lookups arrive on the main thread. Known words are answered at once; unknown ones go
 to the ``enrich`` queue, whose workers stand in for the slow LLM call and add the
 word to the dictionary when it succeeds, so a later lookup of it is answered at once.
+A failed call is retried with backoff; a word that fails every attempt becomes a dead
+letter, listed in the summary.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from tinymq.context import Context
+from tinymq.deadletter import DeadLetter
 from tinymq.message import Msg
 from tinymq.mq import MQ
+from tinymq.retry import Retry
+
+ATTEMPTS = 3  # calls per word before it becomes a dead letter
 
 _Num = TypeVar("_Num", int, float)
 
@@ -68,12 +74,15 @@ class Demo:
     def __init__(self, delay: float, concurrency: int, fail_rate: float, seed: int) -> None:
         self.llm = FakeLLM(delay, fail_rate, seed)
         self.mq = MQ(logging.getLogger("tinymq"))
-        self.mq.register_queue("enrich", self.enrich, concurrency)
+        retry = Retry(max_attempts=ATTEMPTS, backoff=delay / 2, max_backoff=4 * delay)
+        self.mq.register_queue(
+            "enrich", self.enrich, concurrency, retry=retry, on_dead=self.gave_up
+        )
         self.interval = delay / (2 * concurrency)  # about the pace the workers keep up with
         self._dict_lock = threading.Lock()  # guards _dictionary
         self._dictionary = {word: "built in" for word in KNOWN}  # word -> where it came from
         self._lock = threading.Lock()  # guards the counts below and the order of output
-        self.published = self.succeeded = self.failed = 0
+        self.published = 0
         self._t0 = time.monotonic()
 
     def say(self, line: str) -> None:
@@ -94,20 +103,21 @@ class Demo:
             self.say(f"lookup {n:>3}/{total} {word!r}: known ({source})")
 
     def enrich(self, ctx: Context, msg: Msg) -> None:
-        """The ``enrich`` consumer; it re-raises failures so that tinymq logs them."""
+        """The ``enrich`` consumer; it re-raises failures so that tinymq retries them."""
         word: str = msg.data
         try:
             self.llm.define(ctx, word)
         except Exception as exc:
-            with self._lock:
-                self.failed += 1
-            self.say(f"    enrich #{msg.id} {word!r} failed: {exc}")
+            again = "will retry" if msg.attempt < ATTEMPTS else "giving up"
+            self.say(f"    enrich #{msg.id} {word!r} attempt {msg.attempt} failed: {exc}; {again}")
             raise
         with self._dict_lock:
             self._dictionary.setdefault(word, f"learned from message id {msg.id}")
-        with self._lock:
-            self.succeeded += 1
-        self.say(f"    enrich #{msg.id} {word!r} done, added to the dictionary")
+        self.say(f"    enrich #{msg.id} {word!r} done on attempt {msg.attempt}, added")
+
+    def gave_up(self, letter: DeadLetter) -> None:
+        """The ``on_dead`` hook: a word failed every attempt."""
+        self.say(f"    enrich #{letter.id} {letter.data!r} is a dead letter: {letter.error}")
 
     def run(self, words: list[str]) -> int:
         """Look ``words`` up, drain the queue and print the summary; return the exit status."""
@@ -122,14 +132,21 @@ class Demo:
             self.say("interrupted: cancelling the enrichments still running")
             ctx.cancel()
             status = 130
-        self.mq.stop()  # drains: every published word has now been consumed
+        self.mq.stop()  # drains, retries included: every published word is settled now
         elapsed = time.monotonic() - self._t0
+        stats = self.mq.stats()["enrich"]
+        dead = self.mq.dead_letters("enrich")
         print(
-            f"summary: published {self.published}, consumed {self.succeeded}, "
-            f"failed {self.failed}, elapsed {elapsed:.2f} s"
+            f"summary: published {self.published}, consumed {stats.succeeded}, "
+            f"failed calls {stats.failed}, retried {stats.retried}, dead letters {len(dead)}, "
+            f"elapsed {elapsed:.2f} s"
         )
-        if self.published != self.succeeded + self.failed:
-            print("error: published != consumed + failed: a message was lost", file=sys.stderr)
+        for letter in dead:
+            print(f"  dead letter #{letter.id} {letter.data!r} after {letter.attempts} attempts")
+        if self.published != stats.succeeded + len(dead):
+            print(
+                "error: published != consumed + dead letters: a message was lost", file=sys.stderr
+            )
             return 1
         return status
 
@@ -175,7 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=_at_least(1, int), default=4, help="consumer threads (default: 4)"
     )
     parser.add_argument(
-        "--fail-rate", type=_fraction, default=0.1, help="chance a call fails (default: 0.1)"
+        "--fail-rate", type=_fraction, default=0.2, help="chance a call fails (default: 0.2)"
     )
     parser.add_argument(
         "--seed", type=int, default=7, help="seeds the lookups and the outcomes (default: 7)"
