@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_until
-from tinymq import MQ, Context, Msg
+from tinymq import MQ, Context, Msg, Reject
 from tinymq.durable import READ_AHEAD, DurableOptions, DurableStore
 from tinymq.errors import DataDirLockedError, StateError
 from tinymq.fileops import FileOps
@@ -391,3 +391,27 @@ def test_a_recovered_backlog_holds_only_the_unacknowledged_ids(data_dir: Path) -
     assert not backlog.refill() and len(backlog) == 0
     assert store.next_id == 3000
     store.close()
+
+
+def test_inspect_shows_delayed_messages_and_dead_letters(data_dir: Path) -> None:
+    def reject(ctx: Context, msg: Msg) -> None:
+        raise Reject("never")
+
+    mq = MQ(data_dir=data_dir, fsync="never")
+    mq.register_queue("q", reject, durable=True)
+    with mq:
+        mq.publish("q", "dies")
+    mq = MQ(data_dir=data_dir, fsync="never")
+    mq.register_queue("q", reject, durable=True)
+    mq.publish("q", "later", delay=3600)
+    out = subprocess.run(
+        [sys.executable, "-m", "tinymq", "inspect", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    mq.stop()  # never started: the delayed message stays in the log
+    header, row = out.stdout.splitlines()[:2]
+    assert header.split()[:5] == ["queue", "pending", "oldest", "delayed", "dead"]
+    assert row.split()[:5] == ["q", "1", row.split()[2], "1", "1"]

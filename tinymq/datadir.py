@@ -1,7 +1,8 @@
 """DataDir: the directory of an MQ's durable queues, held by one MQ at a time.
 
 Layout: ``LOCK`` (flock'ed, holding the owner's pid for error messages) and
-``queues/<name>/`` with each queue's segments. The lock is ``fcntl.flock`` on its
+``queues/<name>/`` with each queue's segments, ``dead/`` with its dead letters' log
+and ``quarantine/`` with the torn tails cut off its log. The lock is ``fcntl.flock`` on its
 own open file description, so a second opener in the same process is refused too,
 and the kernel frees it when the holder dies, however it dies.
 """
@@ -14,6 +15,7 @@ import re
 
 from tinymq.errors import DataDirLockedError
 
+DEAD_DIR = "dead"  # in a queue's directory: the log of its dead letters
 _QUEUE_DIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tinymq import wal
-from tinymq.datadir import queues_dir
+from tinymq.datadir import DEAD_DIR, queues_dir
 from tinymq.fileops import REAL
 from tinymq.recovery import Damage, LogState, read_log, segment_numbers
 
@@ -29,6 +29,8 @@ class QueueSummary:
     queue: str
     pending: int  # accepted and not acknowledged
     oldest_pending_age: float | None  # seconds since the oldest pending message was published
+    delayed: int  # pending messages waiting for a due time (delayed publishes, retries)
+    dead: int  # dead letters kept
     next_id: int
     segments: int
     bytes: int
@@ -51,10 +53,14 @@ def _summarize_queue(root: str, name: str, now: float) -> QueueSummary:
     size = sum(os.path.getsize(os.path.join(directory, wal.segment_name(n))) for n in numbers)
     oldest = _oldest_pending_time(directory, state)
     damage = ([report.torn_tail] if report.torn_tail else []) + report.corruption
+    dead_dir = os.path.join(directory, DEAD_DIR)
+    dead = read_log(REAL, dead_dir, name, _MAX_RECORD)[0] if os.path.isdir(dead_dir) else None
     return QueueSummary(
         queue=name,
         pending=state.ledger.live,
         oldest_pending_age=None if oldest is None else max(0.0, now - oldest),
+        delayed=len(state.sched),
+        dead=0 if dead is None else dead.ledger.live,
         next_id=state.next_id,
         segments=len(numbers),
         bytes=size,
@@ -97,14 +103,22 @@ def _as_json(summary: QueueSummary) -> dict[str, Any]:
 
 
 def _table(summaries: list[QueueSummary]) -> str:
-    header = (
-        f"{'queue':<24} {'pending':>9} {'oldest':>9} {'next id':>9} {'segments':>8} {'bytes':>12}"
-    )
-    lines = [header]
+    columns = ("queue", "pending", "oldest", "delayed", "dead", "next id", "segments", "bytes")
+    widths = (24, 9, 9, 8, 6, 9, 8, 12)
+    lines = [
+        " ".join(
+            f"{c:<{w}}" if i == 0 else f"{c:>{w}}"
+            for i, (c, w) in enumerate(zip(columns, widths, strict=True))
+        )
+    ]
     for s in summaries:
         age = "-" if s.oldest_pending_age is None else f"{s.oldest_pending_age:.0f}s"
+        row = (s.queue, s.pending, age, s.delayed, s.dead, s.next_id, s.segments, s.bytes)
         lines.append(
-            f"{s.queue:<24} {s.pending:>9} {age:>9} {s.next_id:>9} {s.segments:>8} {s.bytes:>12}"
+            " ".join(
+                f"{v:<{w}}" if i == 0 else f"{v:>{w}}"
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            )
         )
         lines.extend(f"  damage: {d}" for d in s.damage)
     if not summaries:

@@ -33,7 +33,7 @@ from typing import Any, TypeVar, cast
 
 from tinymq.aio import AsyncConsumer, AsyncWorkers, is_async_consumer
 from tinymq.context import Context
-from tinymq.datadir import DataDir
+from tinymq.datadir import DEAD_DIR, DataDir
 from tinymq.deadletter import DeadLetter, DeadLetters, DurableDeadLetters, MemoryDeadLetters
 from tinymq.delivery import Delivery, OnDead, OnFailure
 from tinymq.durable import DurableOptions, DurableStore
@@ -224,7 +224,7 @@ class MQ:
         store = DurableStore(directory, name, self._durable, self._log)
         try:
             dead = DurableDeadLetters(
-                os.path.join(directory, "dead"), name, self._durable, self._log
+                os.path.join(directory, DEAD_DIR), name, self._durable, self._log
             )
         except BaseException:
             store.close()
