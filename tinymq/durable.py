@@ -37,6 +37,7 @@ from tinymq.message import Msg
 from tinymq.serializers import JSON, Serializer
 from tinymq.store import Backlog, Wait, no_wait
 
+_SAME_AFTER_JSON: Final = frozenset((str, int, bool, type(None)))  # JSON round trips them
 FSYNC_POLICIES: Final = ("always", "interval", "never")
 CORRUPTION_POLICIES: Final = ("skip", "fail")
 READ_AHEAD: Final = 1024  # payloads the forwarder holds; the rest of a backlog stays on disk
@@ -105,7 +106,7 @@ class DurableStore:
         self._segment = max(state.live, default=0)  # the newest, until this run starts one
         self._tail = (-1, 0)  # (fd, _written), replaced whole so a syncer reads it unlocked
         # Guards _synced and _syncing; notified when a sync ends.
-        self._sync_done = threading.Condition()
+        self._sync_done = threading.Condition(threading.Lock())
         self._synced = 0  # bytes of this run known to be on stable storage
         self._syncing = False  # a thread is in fdatasync (or rolling the segment)
         self._error: StorageError | None = None  # set once by a failed sync: the store is failed
@@ -174,7 +175,10 @@ class DurableStore:
         record = wal.encode(wal.MSG, msg.id, payload, now)
         if delay is not None:
             record += wal.encode_sched(msg.id, now + delay, 1, now)
-        delivered = Msg(msg.id, self._ser.loads(payload), msg.queue)
+        if self._ser is JSON and type(msg.data) in _SAME_AFTER_JSON:
+            delivered = msg  # decoding would give the same value back
+        else:
+            delivered = Msg(msg.id, self._ser.loads(payload), msg.queue)
         with self._lock:
             self._check_writable()
             try:
@@ -228,6 +232,7 @@ class DurableStore:
                 if self._synced >= written:
                     break
                 self._syncing = True  # this thread leads the next sync
+            os.sched_yield()  # let runnable publishers write first: they join this sync
             self._sync()
 
     def _sync(self) -> None:

@@ -32,6 +32,11 @@ class Ledger:
 
     def put(self, msg_id: int, segment: int, offset: int, length: int) -> int | None:
         """Record where ``msg_id`` lives; return the segment it lived in before, if any."""
+        if msg_id - self.base == len(self._where) and self._where:  # the next id: the hot path
+            self._where.append(segment << _OFFSET_BITS | offset)
+            self._length.append(length)
+            self.live += 1
+            return None
         if not self._where:
             self.base, self._first = msg_id, 0
         elif msg_id < self.base:  # only after damage or an odd log; never on the hot path

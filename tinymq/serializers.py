@@ -22,11 +22,14 @@ class Serializer(Protocol):
         """Decode what ``dumps`` produced."""
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # built once
+
+
 class JsonSerializer:
     """Compact UTF-8 JSON: dicts, lists, str, numbers, bool and None (tuples come back as lists)."""
 
     def dumps(self, data: Any) -> bytes:
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        return _ENCODE(data).encode()
 
     def loads(self, raw: bytes) -> Any:
         return json.loads(raw)
