@@ -537,8 +537,8 @@ def test_a_real_full_disk_refuses_publishes_loses_nothing_and_takes_them_again(
     mq.register_queue(QUEUE, Recorder(), durable=True)
     full = fill(mq, ids)
     assert full.errno == errno.ENOSPC and f"queue {QUEUE!r}" in str(full) and len(ids) > 100
-    with pytest.raises(StorageFullError):  # still full: nothing was consumed
-        mq.publish(QUEUE, "refused")
+    with pytest.raises(StorageFullError):  # as big as the refused one: still no room
+        mq.publish(QUEUE, [-1, "y" * 900])
     filler.unlink()
     ids[mq.publish(QUEUE, "room again")] = "room again"  # the same MQ, not reopened
     fill(mq, ids)
