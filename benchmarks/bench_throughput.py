@@ -31,6 +31,8 @@ in the same run, and the targets are ratios:
   consumers (100 threads). Wall time from start to drained, against the ideal
   1,000 x 50 ms / 100 = 0.5 s; the tracemalloc peak of a separate traced run; the
   threads alive and the resident growth once everything is published.
+* Delivery policies (bench_policies.py). The cost of an armed, never triggered retry
+  policy and of reading ``stats()`` every 10 ms, as ratios to the same queue without.
 * Durable queues (bench_durable.py). tinymq's log with each fsync policy against a raw
   write+fdatasync loop and persist-queue, recovery time and memory of a large backlog;
   printed with the file system and fsync latency of the directory they ran in.
@@ -69,6 +71,7 @@ from typing import Any, TypeVar
 
 import bench_async  # beside this script, which Python puts first on sys.path
 import bench_durable
+import bench_policies
 from bench_async import ASYNC_CONTENDERS, IO_CONTENDERS, JANUS, TINYMQ_ASYNC, TINYMQ_THREADS
 
 from tinymq import MQ, Consumer, Context, Msg
@@ -738,6 +741,7 @@ class Results:
     async_throughput: list[ThroughputCase]
     io_bound: IoBoundResult
     durable: bench_durable.DurableResult
+    policies: bench_policies.PolicyResult
 
 
 def describe_machine() -> dict[str, Any]:
@@ -977,6 +981,7 @@ def render(res: Results) -> str:
     found = verdicts(res)
     target_rows = [[v.name, f"{v.measured:.2f}{v.unit}", v.target, v.word] for v in found]
     target_rows += bench_durable.target_rows(res.durable)
+    target_rows += bench_policies.target_rows(res.policies)
     return "\n\n".join(
         [
             head,
@@ -987,6 +992,7 @@ def render(res: Results) -> str:
             render_memory(res.memory),
             render_io_bound(res.io_bound, res.config.io_rounds),
             bench_durable.render(res.durable),
+            bench_policies.render(res.policies),
             "Targets (guarantee 9; async throughput: issue 6)\n"
             + table(["target", "measured", "goal", "result"], target_rows),
             "Message counts: every contender handled every message.",
@@ -1021,6 +1027,7 @@ def to_json(res: Results) -> dict[str, Any]:
         "verdicts": [{**asdict(v), "result": v.word} for v in verdicts(res)]
         + bench_durable.verdicts_json(res.durable),
         "durable": bench_durable.to_json(res.durable),
+        "policies": bench_policies.to_json(res.policies),
         "counts_ok": True,
     }
 
@@ -1038,8 +1045,18 @@ def run(config: Config) -> Results:
     async_throughput = measure_async_throughput(config)
     io_bound = measure_io_bound(config)
     durable = bench_durable.measure(config.quick, config.rounds)
+    policies = bench_policies.measure(config.quick, config.rounds)
     return Results(
-        config, machine, memory, throughput, latency, backlog, async_throughput, io_bound, durable
+        config,
+        machine,
+        memory,
+        throughput,
+        latency,
+        backlog,
+        async_throughput,
+        io_bound,
+        durable,
+        policies,
     )
 
 
@@ -1049,7 +1066,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = make_config(args.quick, args.messages, args.rounds)
     try:
         results = run(config)
-    except (CountError, bench_durable.CountError) as exc:
+    except (CountError, bench_durable.CountError, bench_policies.CountError) as exc:
         print(f"FAIL: {exc}", file=sys.stderr)
         return 1
     print(render(results))
