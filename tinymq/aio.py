@@ -28,7 +28,7 @@ from tinymq.stats import WorkerStats
 
 T = TypeVar("T")
 AsyncConsumer = Callable[[Context, Msg], Awaitable[None]]
-Settle = Callable[[Msg, "BaseException | None", WorkerStats], None]
+Settle = Callable[[Msg, "BaseException | None", WorkerStats, int], None]
 
 
 def is_async_consumer(consumer: object) -> bool:
@@ -84,7 +84,7 @@ class AsyncWorkers:
         self._consumer, self._concurrency = consumer, concurrency
         self._busy, self._log, self._on_gone = busy, log, on_gone
         self._take: Callable[[Msg], None] = lambda msg: None
-        self._settle: Settle = lambda msg, error, stats: None
+        self._settle: Settle = lambda msg, error, stats, slot: None
         self._stats: list[WorkerStats] = [WorkerStats() for _ in range(concurrency)]
         self._live = 0
 
@@ -135,7 +135,7 @@ class AsyncWorkers:
                 error = await self._call(task_id, ctx, msg)
                 stats.latencies.append(clock() - started)
                 stats.delivered += 1
-                self._settle(msg, error, stats)  # ack, retry or dead letter
+                self._settle(msg, error, stats, task_id)  # ack, retry or dead letter
                 error = None  # no reference cycle through the traceback
                 busy[task_id] = None
         except asyncio.CancelledError:

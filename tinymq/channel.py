@@ -52,6 +52,7 @@ class Channel(Generic[T]):
         # Set on a bridged `in` while its forwarder idles with nothing pending: a send
         # that finds `in` empty may then skip the forwarder, since nothing is ahead of it.
         self._direct: Channel[Any] | None = None
+        self.handed_off = 0  # items a send put straight into _direct (under the lock)
         # False on a bridged `out` unless its forwarder waits for room: recv then
         # need not wake it.
         self._notify_room = True
@@ -93,6 +94,7 @@ class Channel(Generic[T]):
             if direct is not None and not self._buf and len(direct._buf) < direct._size:
                 direct._buf.append(item)
                 direct._readable.notify()
+                self.handed_off += 1
                 return
             self._buf.append(item)
             self._readable.notify()

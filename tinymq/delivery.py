@@ -41,8 +41,9 @@ class Delivery:
         self._on_failure, self._on_dead = on_failure, on_dead
         self._rng = random.Random()
 
-    def settle(self, msg: Msg, error: BaseException | None, stats: WorkerStats) -> None:
-        """Record the outcome of ``msg``'s call; never raises for a store or hook failure."""
+    def settle(self, msg: Msg, error: BaseException | None, stats: WorkerStats, slot: int) -> None:
+        """Record the outcome of ``msg``'s call by the consumer in ``slot``; never raises
+        for a store or hook failure."""
         try:
             if error is None:
                 stats.succeeded += 1
@@ -52,7 +53,7 @@ class Delivery:
         except Exception:  # noqa: BLE001 - the worker must go on; the message stays unacked
             self._log.exception("queue %r: cannot settle message %d", msg.queue, msg.id)
         finally:
-            self.queue.finish()
+            self.queue.finish(slot)
 
     def _failed(self, msg: Msg, error: BaseException, stats: WorkerStats) -> None:
         stats.failed += 1

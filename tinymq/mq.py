@@ -199,7 +199,15 @@ class MQ:
                 )
                 self._async.groups.append(tasks)
             outlet = None if tasks is None else tasks.outlet
-            queue = Queue(IN_SIZE, OUT_SIZE, name=name, outlet=outlet, store=store, settle=True)
+            queue = Queue(
+                IN_SIZE,
+                OUT_SIZE,
+                name=name,
+                outlet=outlet,
+                store=store,
+                settle=True,
+                slots=concurrency,
+            )
             delivery = Delivery(
                 queue,
                 retry or ONE_ATTEMPT,
@@ -455,28 +463,38 @@ class MQ:
         self._log.info("started queue %r with concurrency %d", reg.name, reg.concurrency)
 
     def _work(self, reg: _Registration, worker_id: int, ctx: Context) -> None:
-        """Worker loop: one consumer call at a time until ``out`` is closed and drained."""
+        """Worker loop: one consumer call at a time until ``out`` is closed and drained.
+
+        The success path is inlined (ack, count, finish): it is the per-message cost.
+        """
         consumer, busy, log, settle = reg.consumer, reg.busy, self._log, reg.delivery.settle
-        stats, take, clock = reg.stats[worker_id], functools.partial(_take, reg), time.perf_counter
+        stats, gate, clock = reg.stats[worker_id], reg.gate, time.perf_counter
+        ack = reg.queue.ack if reg.store.durable else None
+        finish, latencies = reg.queue.finish, reg.stats[worker_id].latencies.append
         for msg in reg.queue.dequeue():
-            take(msg)
+            if gate is not None and msg.attempt == 1 and not msg.redelivered:
+                gate.leave()  # its first delivery frees a place in a bounded queue
             busy[worker_id] = msg.id
-            error: BaseException | None = None
             started = clock()
             try:
                 consumer(ctx, msg)
             except BaseException as exc:  # a consumer failure never ends the worker
-                error = exc
                 log.exception(
                     "queue %r worker %d: consumer failed on message %d",
                     reg.name,
                     worker_id,
                     msg.id,
                 )
-            stats.latencies.append(clock() - started)
-            stats.delivered += 1
-            settle(msg, error, stats)  # ack, retry or dead letter
-            error = None  # no reference cycle through the traceback
+                latencies(clock() - started)
+                stats.delivered += 1
+                settle(msg, exc, stats, worker_id)  # retry or dead letter
+            else:
+                latencies(clock() - started)
+                stats.delivered += 1
+                stats.succeeded += 1
+                if ack is not None:
+                    ack(msg)
+                finish(worker_id)
             busy[worker_id] = None
 
     def stop(self, timeout: float | None = None) -> None:

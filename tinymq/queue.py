@@ -58,6 +58,7 @@ class Queue:
         outlet: Outlet | None = None,
         store: Store | None = None,
         settle: bool = False,
+        slots: int = 1,
     ) -> None:
         self.name = name
         self._in, self._out = bridge(in_size, out_size)
@@ -73,7 +74,7 @@ class Queue:
         self._schedule = Schedule()  # forwarder only, like _pending
         self._due: deque[Msg] = deque()  # forwarder only: due messages, handed out first
         self._handed = 0  # forwarder only: messages handed to consumers
-        self._finished: dict[int, int] = {}  # thread id -> calls finished there; one writer each
+        self._finished = [0] * slots  # calls settled per consumer slot; one writer each
         for msg, delay in self._store.scheduled():
             self._later.append((msg, time.monotonic() + delay))
         # Guards _thread; until _thread is set it also guards _pending.
@@ -133,10 +134,13 @@ class Queue:
         self._store.schedule(again, delay)
         self._post(again, time.monotonic() + delay, accepting=False)
 
-    def finish(self) -> None:
-        """Tell a ``settle=True`` queue that a consumer call is over (acked or retried)."""
-        thread, finished = threading.get_ident(), self._finished
-        finished[thread] = finished.get(thread, 0) + 1
+    def finish(self, slot: int = 0) -> None:
+        """Tell a ``settle=True`` queue that a consumer call is over (acked or retried).
+
+        ``slot`` (below the ``slots`` given) is the calling consumer's own: one thread
+        or task per slot, so counting takes no lock.
+        """
+        self._finished[slot] += 1
         if self._draining:
             with self._signal:
                 self._later.append(_WAKE)
@@ -234,7 +238,7 @@ class Queue:
         src: Channel[Msg] | None = self._in
         dst, pending, schedule, due = self._out, self._pending, self._schedule, self._due
         out: Channel[Msg] | Outlet = dst if self._outlet is None else self._outlet
-        hand_off = self._outlet is None and self._store.direct_hand_off and not self._settle
+        hand_off = self._outlet is None and self._store.direct_hand_off
         try:
             while True:
                 if src is not None:
@@ -276,7 +280,8 @@ class Queue:
         """Nothing scheduled or posted, and every message handed out is settled."""
         if self._schedule or self._later:
             return False
-        return not self._settle or sum(list(self._finished.values())) >= self._handed
+        handed = self._handed + self._in.handed_off
+        return not self._settle or sum(self._finished) >= handed
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
