@@ -396,10 +396,12 @@ class DurableStore:
     def _write(self, record: bytes) -> int:
         """Append ``record`` whole, or leave the file as it was; return its offset."""
         fd, start, done = self._fd, self._offset, 0
-        view = memoryview(record)
         try:
-            while done < len(view):
-                done += self._ops.write(fd, view[done:])
+            done = self._ops.write(fd, record)
+            if done < len(record):  # a short write: go on from where it stopped
+                view = memoryview(record)
+                while done < len(view):
+                    done += self._ops.write(fd, view[done:])
         except OSError as exc:
             if done:
                 self._cut_back(fd, start)

@@ -73,14 +73,19 @@ class LogState:
 
     def place(self, msg_id: int, segment: int, offset: int, length: int) -> None:
         """Record that the live copy of ``msg_id`` is at ``offset`` of ``segment``."""
+        live, count, span = self.live, self.count, self.span
         before = self.ledger.put(msg_id, segment, offset, length)
         if before is not None:
-            self.live[before] -= 1
-        self.live[segment] = self.live.get(segment, 0) + 1
-        self.count[segment] = self.count.get(segment, 0) + 1
-        low, high = self.span.get(segment, (msg_id, msg_id))
-        self.span[segment] = (min(low, msg_id), max(high, msg_id))
-        self.next_id = max(self.next_id, msg_id + 1)
+            live[before] -= 1
+        live[segment] = live.get(segment, 0) + 1
+        count[segment] = count.get(segment, 0) + 1
+        low_high = span.get(segment)
+        if low_high is None:
+            span[segment] = (msg_id, msg_id)
+        elif not low_high[0] <= msg_id <= low_high[1]:
+            span[segment] = (min(low_high[0], msg_id), max(low_high[1], msg_id))
+        if msg_id >= self.next_id:
+            self.next_id = msg_id + 1
 
     def drop(self, msg_id: int) -> None:
         """Record that ``msg_id`` was acknowledged (or is unreadable)."""

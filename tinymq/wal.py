@@ -40,6 +40,10 @@ ACK: Final = 3
 SCHED: Final = 4
 KINDS: Final = frozenset((HEAD, MSG, ACK, SCHED))
 _SCHED_PAYLOAD = struct.Struct("<dI")  # due (seconds since the epoch), attempt
+# Each kind as its byte, and the crc32 of that byte (where a header check starts).
+_KIND_BYTES: Final = {
+    kind: (kind.to_bytes(1, "little"), zlib.crc32(kind.to_bytes(1, "little"))) for kind in KINDS
+}
 
 Buffer = bytes | mmap.mmap  # a segment's bytes, read or mapped
 
@@ -59,16 +63,15 @@ def segment_number(name: str) -> int | None:
 
 def encode(kind: int, record_id: int, payload: bytes, time: float) -> bytes:
     """Frame one record."""
-    header = _header(kind, _FIELDS.pack(len(payload), record_id, time))
-    body = header + payload
-    return MAGIC + zlib.crc32(body).to_bytes(4, "little") + body
+    body = _header(kind, _FIELDS.pack(len(payload), record_id, time)) + payload
+    return b"".join((MAGIC, zlib.crc32(body).to_bytes(4, "little"), body))
 
 
 def _header(kind: int, fields: bytes) -> bytes:
     """Kind, header check and fields: the header after magic and crc."""
-    kind_byte = kind.to_bytes(1, "little")
-    check = (zlib.crc32(fields, zlib.crc32(kind_byte)) & 0xFFFFFF).to_bytes(3, "little")
-    return kind_byte + check + fields
+    kind_byte, kind_crc = _KIND_BYTES[kind]
+    check = (zlib.crc32(fields, kind_crc) & 0xFFFFFF).to_bytes(3, "little")
+    return b"".join((kind_byte, check, fields))
 
 
 def encode_head(segment: int, next_id: int, low_id: int, time: float) -> bytes:
