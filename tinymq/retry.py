@@ -61,8 +61,8 @@ class Retry:
         """Seconds to wait after failed attempt ``attempt`` (counted from 1)."""
         try:
             raw = self.backoff * self.factor ** (attempt - 1)
-        except OverflowError:
-            raw = math.inf
+        except OverflowError:  # factor ** (attempt - 1) is past the largest float
+            raw = math.inf if self.backoff else 0.0
         base = min(self.max_backoff, raw)
         return base * (1 + JITTER * rng.random()) if self.jitter else base
 
