@@ -91,5 +91,5 @@ class Delivery:
             return
         try:
             hook(*args)
-        except Exception:  # noqa: BLE001 - a hook never breaks delivery
+        except BaseException:  # noqa: BLE001 - as for the consumer: a hook never ends the worker
             self._log.exception("queue %r: %s hook failed on message %d", msg.queue, what, msg.id)
