@@ -25,6 +25,9 @@ from tinymq.schedule import Schedule
 from tinymq.store import MemoryStore, Store, Wait, no_wait
 
 _WAKE: Final = None  # posted to _later to wake a forwarder waiting for calls in flight
+# The forwarder's longest sleep: Condition.wait overflows on a due time centuries away
+# (past threading.TIMEOUT_MAX), and waking early only costs one more pass of its loop.
+_MAX_SLEEP: Final = 3600.0
 
 
 class Outlet(Protocol):
@@ -261,7 +264,7 @@ class Queue:
                     src,
                     dst,
                     want_room=bool(due) or len(pending) > 0,
-                    timeout=schedule.wait_time(time.monotonic()),
+                    timeout=_sleep_time(schedule),
                     hand_off=hand_off,
                     linger=self._later,
                 )
@@ -286,3 +289,9 @@ class Queue:
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
         return f"<Queue {self.name!r} pending={self.pending}{state}>"
+
+
+def _sleep_time(schedule: Schedule) -> float | None:
+    """How long the forwarder may sleep: until the next due time, at most _MAX_SLEEP."""
+    wait = schedule.wait_time(time.monotonic())
+    return None if wait is None else min(wait, _MAX_SLEEP)
