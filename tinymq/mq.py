@@ -299,7 +299,7 @@ class MQ:
 
         Raises:
             QueueNotFoundError: no such queue.
-            QueueClosedError: the MQ is stopping or stopped.
+            QueueClosedError: the MQ is stopping or stopped (also while waiting for room).
             QueueFullError: a bounded queue stayed full for ``timeout`` seconds.
             ValueError: a negative ``delay`` or ``timeout``.
             TypeError: a durable queue's serializer cannot encode ``data``; nothing written.
@@ -555,7 +555,7 @@ class MQ:
     def _tasks_gone(self, name: str) -> None:
         """Every task of queue ``name`` was cancelled (its loop shut down): stop accepting."""
         reg = self._queues[name]
-        reg.queue.close()
+        _close(reg)
         reg.queue.abandon()
         self._log.error(
             "queue %r: its event loop cancelled every consumer task; the queue is closed", name
@@ -585,7 +585,7 @@ class MQ:
             elif never_started:
                 self._state = _State.STOPPED
             for reg in self._queues.values():
-                reg.queue.close()
+                _close(reg)
         if never_started:
             self._warn_never_started()
             self._close_stores()
@@ -661,6 +661,13 @@ def _publish_nowait(reg: _Registration, data: Any, delay: float | None) -> int |
         return None
     finally:
         reg.seq_lock.release()
+
+
+def _close(reg: _Registration) -> None:
+    """Refuse further publishes to ``reg``; a publisher waiting for room gives up too."""
+    reg.queue.close()
+    if reg.gate is not None:
+        reg.gate.close()
 
 
 def _take(reg: _Registration, msg: Msg) -> None:
