@@ -131,10 +131,10 @@ class AsyncWorkers:
                 outlet.taken += 1
                 self._take(msg)
                 busy[task_id] = msg.id
+                stats.delivered += 1  # as the call starts: delivered = settled + in flight
                 started = clock()
                 error = await self._call(task_id, ctx, msg)
                 stats.latencies.append(clock() - started)
-                stats.delivered += 1
                 self._settle(msg, error, stats, task_id)  # ack, retry or dead letter
                 error = None  # no reference cycle through the traceback
                 busy[task_id] = None

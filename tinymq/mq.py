@@ -475,6 +475,7 @@ class MQ:
             if gate is not None and msg.attempt == 1 and not msg.redelivered:
                 gate.leave()  # its first delivery frees a place in a bounded queue
             busy[worker_id] = msg.id
+            stats.delivered += 1  # as the call starts: delivered = settled + in flight
             started = clock()
             try:
                 consumer(ctx, msg)
@@ -486,11 +487,9 @@ class MQ:
                     msg.id,
                 )
                 latencies(clock() - started)
-                stats.delivered += 1
                 settle(msg, exc, stats, worker_id)  # retry or dead letter
             else:
                 latencies(clock() - started)
-                stats.delivered += 1
                 stats.succeeded += 1
                 if ack is not None:
                     ack(msg)
