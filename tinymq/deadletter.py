@@ -2,7 +2,9 @@
 
 ``MemoryDeadLetters`` keeps them for the life of the MQ; ``DurableDeadLetters`` keeps
 them in a log of their own beside the queue's (``dead/`` in its directory), so they
-survive restarts. Both are thread-safe: any worker may add while the API lists.
+survive restarts. Both are thread-safe: any worker may add while the API lists. Once
+the MQ has stopped, a durable queue's letters can still be listed (from memory) but no
+longer removed: the log is closed and the data directory may have another owner.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from tinymq.durable import DurableOptions, DurableStore
+from tinymq.errors import StateError
 from tinymq.message import Msg
 
 
@@ -90,20 +93,26 @@ class MemoryDeadLetters:
 
 
 class DurableDeadLetters:
-    """Dead letters in a log of their own: each one a record, removed by acknowledging it."""
+    """Dead letters in a log of their own: each one a record, removed by acknowledging it.
+
+    ``_records`` mirrors the log's live records, oldest first (the log is read once, on
+    open), so listing reads no file: it works after ``close()`` too.
+    """
 
     def __init__(
         self, directory: str, name: str, options: DurableOptions, log: logging.Logger
     ) -> None:
+        self._name = name
         self._store = DurableStore(directory, f"{name} (dead letters)", options, log)
-        self._lock = threading.Lock()  # guards _records and appends to _store
+        self._lock = threading.Lock()  # guards _records, _closed and appends to _store
         self._records: dict[int, Msg] = {}  # message id -> its record in the log
-        for record in self._read_all():
-            self._records[record.data["id"]] = record
-
-    def _read_all(self) -> list[Msg]:
+        self._closed = False
         msgs, _ = self._store.load(0, self._store.next_id, limit=self._store.live)
-        return msgs
+        for record in msgs:
+            old = self._records.pop(record.data["id"], None)
+            if old is not None:  # died again before the earlier letter's ack was written
+                self._store.ack(old)
+            self._records[record.data["id"]] = record
 
     def add(self, letter: DeadLetter) -> None:
         with self._lock:
@@ -117,15 +126,27 @@ class DurableDeadLetters:
 
     def all(self) -> list[DeadLetter]:
         with self._lock:
-            return [DeadLetter(**record.data) for record in self._read_all()]
+            return [DeadLetter(**record.data) for record in self._records.values()]
 
     def remove(self, ids: set[int] | None) -> list[DeadLetter]:
+        """Acknowledge the chosen letters' records; raises StateError once closed.
+
+        A closed store would drop the acknowledgements silently, and the letters
+        would come back in the next run.
+        """
         with self._lock:
-            letters = [DeadLetter(**record.data) for record in self._read_all()]
-            chosen = [letter for letter in letters if ids is None or letter.id in ids]
-            for letter in chosen:
-                self._store.ack(self._records.pop(letter.id))
-            return chosen
+            if self._closed:
+                raise StateError(
+                    f"queue {self._name!r}: its dead letters' log is closed with the MQ; "
+                    "change them in the next run"
+                )
+            chosen = [i for i in self._records if ids is None or i in ids]
+            records = [self._records.pop(i) for i in chosen]
+            for record in records:
+                self._store.ack(record)
+            return [DeadLetter(**record.data) for record in records]
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         self._store.close()

@@ -383,6 +383,8 @@ class MQ:
 
         Raises:
             QueueNotFoundError: no such queue.
+            StateError: the queue is durable and the MQ has stopped: its dead letters'
+                log is closed, so a purge could not last (do it in the next run).
         """
         return len(self._registration(name).delivery.dead.remove(_check_ids(ids)))
 
