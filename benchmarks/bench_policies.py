@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench_report import progress  # beside this script, which Python puts first on sys.path
+
 from tinymq import MQ, Context, Msg, Retry
 
 QUEUE = "bench-policies"
@@ -98,7 +100,7 @@ def measure(quick: bool, rounds: int | None = None) -> PolicyResult:
     result = PolicyResult(messages, rounds or (3 if quick else 5))
     result.rates = {name: [] for name in CONTENDERS}
     for n in range(result.rounds):
-        print(f"policies: round {n + 1}/{result.rounds}", file=sys.stderr, flush=True)
+        progress(f"policies: round {n + 1}/{result.rounds}")
         for name in CONTENDERS:
             rate, reads = one_round(name, messages)
             result.rates[name].append(rate)
