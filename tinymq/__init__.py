@@ -54,3 +54,12 @@ __all__ = [
     "TinyMQError",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``tinymq.RedisBackend``, imported on first use: redis-py is an optional extra."""
+    if name == "RedisBackend":
+        from tinymq.redis_streams import RedisBackend  # noqa: PLC0415 - optional, on demand
+
+        return RedisBackend
+    raise AttributeError(f"module 'tinymq' has no attribute {name!r}")

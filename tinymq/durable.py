@@ -87,6 +87,7 @@ class DurableStore:
     """
 
     durable = True
+    remote = False
     direct_hand_off = False  # every message passes the backlog, which tracks the disk
 
     def __init__(

@@ -29,7 +29,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from tinymq.aio import AsyncConsumer, AsyncWorkers, is_async_consumer
 from tinymq.context import Context
@@ -37,7 +37,7 @@ from tinymq.datadir import DEAD_DIR, DataDir
 from tinymq.deadletter import DeadLetter, DeadLetters, DurableDeadLetters, MemoryDeadLetters
 from tinymq.delivery import Delivery, OnDead, OnFailure
 from tinymq.durable import DurableOptions, DurableStore
-from tinymq.errors import QueueExistsError, QueueNotFoundError, StateError
+from tinymq.errors import QueueClosedError, QueueExistsError, QueueNotFoundError, StateError
 from tinymq.gate import Gate
 from tinymq.loops import AsyncSide, running_loop
 from tinymq.message import Msg
@@ -48,6 +48,17 @@ from tinymq.serializers import JSON, Serializer
 from tinymq.stats import QueueStats, WorkerStats, summarise
 from tinymq.store import MemoryStore, Store, Wait
 from tinymq.timeouts import check_timeout, deadline_after, remaining
+
+
+class Backend(Protocol):
+    """Where an MQ keeps its queues instead of this process (``RedisBackend``)."""
+
+    def open(self, name: str, log: logging.Logger) -> tuple[Store, DeadLetters]:
+        """The store and dead letters of queue ``name``."""
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+
 
 IN_SIZE = 1024  # room in `in` before a publisher waits for the forwarder
 OUT_SIZE = 1024  # wide `out`: hand-offs to workers go in batches, not one by one
@@ -105,6 +116,7 @@ class MQ:
         segment_size: int = 16 << 20,
         on_corruption: str = "skip",
         serializer: Serializer = JSON,
+        backend: Backend | None = None,
     ) -> None:
         """Create an MQ; with ``data_dir``, lock that directory for durable queues.
 
@@ -117,6 +129,8 @@ class MQ:
             segment_size: bytes per log segment file.
             on_corruption: "skip" damaged records (logged, reported) or "fail" on open.
             serializer: how durable message data is stored; JSON unless told otherwise.
+            backend: keep every queue there instead (``RedisBackend``), shared with
+                the other MQs on it; then ``data_dir`` is not used.
 
         Raises:
             DataDirLockedError: another MQ, here or in another process, holds ``data_dir``.
@@ -130,6 +144,13 @@ class MQ:
             on_corruption=on_corruption,
             serializer=serializer,
         )
+        if backend is not None and not callable(getattr(backend, "open", None)):
+            raise TypeError(
+                f"backend must be a tinymq backend such as RedisBackend, got {backend!r}"
+            )
+        if backend is not None and data_dir is not None:
+            raise ValueError("give data_dir or backend, not both")
+        self._backend = backend
         self._data_dir = None if data_dir is None else DataDir(data_dir)
         self._log = logger if logger is not None else logging.getLogger("tinymq")
         self._exit_timeout = exit_timeout
@@ -144,7 +165,7 @@ class MQ:
     def register_queue(
         self,
         name: str,
-        consumer: AnyConsumer,
+        consumer: AnyConsumer | None,
         concurrency: int = 1,
         *,
         durable: bool = False,
@@ -176,15 +197,21 @@ class MQ:
             CorruptionError: the log is damaged and ``on_corruption="fail"``.
             StorageError: the log cannot be read or written.
         """
+        if consumer is None and self._backend is not None:
+            consumer = _publish_only  # publishes go to the backend; others consume
+        if consumer is None:
+            raise TypeError(f"consumer for queue {name!r} must be callable, got None")
         _check_registration(name, consumer, concurrency, retry, max_pending, on_failure, on_dead)
-        if durable and self._data_dir is None:
+        if durable and self._data_dir is None and self._backend is None:
             raise ValueError(f"queue {name!r}: durable=True needs MQ(data_dir=...)")
+        if max_pending is not None and self._backend is not None:
+            raise ValueError(f"queue {name!r}: max_pending is not supported with {self._backend!r}")
         with self._lock:
             if self._state is not _State.NEW:
                 raise StateError(f"cannot register queue {name!r}: the MQ is {self._state.value}")
             if name in self._queues:
                 raise QueueExistsError(name)
-            store, dead = self._open_stores(name) if durable else (MemoryStore(), None)
+            store, dead = self._open_stores(name, durable)
             busy: list[int | None] = [None] * concurrency
             stats = [WorkerStats() for _ in range(concurrency)]
             tasks = None
@@ -225,8 +252,12 @@ class MQ:
                 tasks.bind(functools.partial(_take, reg), delivery.settle, stats)
             self._queues[name] = reg
 
-    def _open_stores(self, name: str) -> tuple[DurableStore, DeadLetters]:
-        """Open durable queue ``name``'s log and its dead letters' log."""
+    def _open_stores(self, name: str, durable: bool) -> tuple[Store, DeadLetters | None]:
+        """Open queue ``name``'s store and dead letters: backend, log, or memory."""
+        if self._backend is not None:
+            return self._backend.open(name, self._log)
+        if not durable:
+            return MemoryStore(), None
         assert self._data_dir is not None
         directory = self._data_dir.queue_dir(name)
         store = DurableStore(directory, name, self._durable, self._log)
@@ -449,7 +480,11 @@ class MQ:
             self._forget_ctx()
 
     def _start_queue(self, reg: _Registration, ctx: Context) -> None:
+        if reg.consumer is _publish_only:
+            return
         reg.queue.start()
+        if reg.store.remote:
+            cast(Any, reg.store).start_intake(reg.queue.deliver)
         if reg.tasks is not None:
             self._log.info("started queue %r with %d tasks", reg.name, reg.concurrency)
             return
@@ -574,11 +609,16 @@ class MQ:
         for reg in self._queues.values():
             reg.store.close()
             reg.delivery.dead.close()
+        if self._backend is not None:
+            self._backend.close()
         if self._data_dir is not None:
             self._data_dir.close()
 
     def _close_queues(self) -> None:
         """Begin the graceful shutdown: no queue accepts messages from now on."""
+        for reg in list(self._queues.values()):
+            if reg.store.remote:  # read no more: what is left stays with the backend
+                cast(Any, reg.store).stop_intake()
         with self._lock:
             never_started = self._state is _State.NEW
             if self._state is _State.RUNNING:
@@ -642,10 +682,20 @@ class MQ:
         return f"<MQ {self._state.value} queues={self.queue_names}>"
 
 
+def _publish_only(ctx: Context, msg: Msg) -> None:
+    """The consumer of a queue registered without one: this MQ only publishes to it."""
+    raise StateError(f"queue {msg.queue!r} is publish-only in this MQ")
+
+
 def _enqueue(
     reg: _Registration, data: Any, timeout: float | None = None, delay: float | None = None
 ) -> tuple[int, Wait]:
     """Issue the next id and enqueue; the caller holds ``reg.seq_lock``."""
+    if reg.store.remote:  # the backend issues the id and holds the message
+        if reg.queue.closed:
+            raise QueueClosedError(reg.name)
+        msg, wait = reg.store.append(Msg(-1, data, reg.name), delay)
+        return msg.id, wait
     msg_id = reg.next_id
     wait = reg.queue.enqueue(Msg(msg_id, data, reg.name), timeout, delay)
     reg.next_id = msg_id + 1  # only once accepted: a refused publish burns no id

@@ -135,7 +135,8 @@ class Queue:
             raise StateError(f"queue {self.name!r}: retry() needs Queue(settle=True)")
         again = Msg(msg.id, msg.data, msg.queue, msg.attempt + 1, msg.redelivered)
         self._store.schedule(again, delay)
-        self._post(again, time.monotonic() + delay, accepting=False)
+        if not self._store.remote:  # a remote store hands it out again itself
+            self._post(again, time.monotonic() + delay, accepting=False)
 
     def finish(self, slot: int = 0) -> None:
         """Tell a ``settle=True`` queue that a consumer call is over (acked or retried).
@@ -163,6 +164,14 @@ class Queue:
                 raise QueueClosedError(self.name)
             self._later.append((msg, due))
             self._signal.notify()
+
+    def deliver(self, msg: Msg) -> None:
+        """Accept a message a remote store's intake read; blocks while ``in`` is full.
+
+        Raises:
+            QueueClosedError: the queue is closed; the message stays with the store.
+        """
+        self._accept(msg, None)
 
     def _accept(self, msg: Msg, timeout: float | None) -> None:
         try:

@@ -41,6 +41,9 @@ class Store(Protocol):
     next_id: int  # the first id this run may issue
     durable: bool  # does an accepted message survive the process
     direct_hand_off: bool  # may a publisher put straight into ``out``, skipping the backlog
+    # Messages are shared with other processes: ``append`` issues the id, and messages reach
+    # ``in`` through the store's own intake (``start_intake``), not from the publisher.
+    remote: bool
 
     def append(self, msg: Msg, delay: float | None = None) -> tuple[Msg, Wait]:
         """Record ``msg``, due ``delay`` seconds from now if given; return the message to
@@ -92,6 +95,7 @@ class MemoryStore:
     next_id = 0
     durable = False
     direct_hand_off = True
+    remote = False
 
     def append(self, msg: Msg, delay: float | None = None) -> tuple[Msg, Wait]:
         return msg, no_wait
