@@ -415,3 +415,24 @@ def test_inspect_shows_delayed_messages_and_dead_letters(data_dir: Path) -> None
     header, row = out.stdout.splitlines()[:2]
     assert header.split()[:5] == ["queue", "pending", "oldest", "delayed", "dead"]
     assert row.split()[:5] == ["q", "1", row.split()[2], "1", "1"]
+
+
+def test_acknowledged_delayed_messages_leave_no_schedule_behind(data_dir: Path) -> None:
+    done = threading.Event()
+    seen: list[int] = []
+
+    def consume(ctx: Context, msg: Msg) -> None:
+        seen.append(msg.id)
+        if len(seen) == 20:
+            done.set()
+
+    mq = MQ(data_dir=data_dir, fsync="never")
+    mq.register_queue("q", consume, durable=True)
+    store = mq._queues["q"].store
+    assert isinstance(store, DurableStore)
+    with mq:
+        for n in range(20):
+            mq.publish("q", n, delay=0.01)
+        assert done.wait(10)
+        wait_until(lambda: store.live == 0)
+        assert store.scheduled_count == 0

@@ -273,6 +273,7 @@ class DurableStore:
         with self._lock:
             if self._closed:
                 return
+            self._state.sched.pop(msg.id, None)
             segment = self._state.ledger.remove(msg.id)
             if segment is None:
                 return
@@ -301,6 +302,13 @@ class DurableStore:
             if self._closed or self._error is not None or self._state.ledger.get(msg.id) is None:
                 return
             self._state.sched[msg.id] = (now + delay, msg.attempt)
+            if self._fd < 0:  # no segment yet (opened on a full disk): as if the write failed
+                self._log.warning(
+                    "queue %r: after a restart message %d will be retried at once: no segment",
+                    self.name,
+                    msg.id,
+                )
+                return
             try:
                 self._write(record)
             except StorageError as exc:
@@ -324,6 +332,11 @@ class DurableStore:
         return found
 
     # -- the forwarder --------------------------------------------------------
+
+    @property
+    def scheduled_count(self) -> int:
+        """Live messages waiting for a due time (approximate)."""
+        return len(self._state.sched)
 
     @property
     def live(self) -> int:
@@ -633,8 +646,12 @@ class DurableBacklog:
         return bool(self.ready) or self._next < self._end
 
     def __len__(self) -> int:
-        """Pending messages; an upper bound while acknowledged ids remain ahead (approximate)."""
-        return len(self.ready) + min(self._end - self._next, self._store.live)
+        """Pending messages; an upper bound while acknowledged ids remain ahead (approximate).
+
+        Messages waiting for a due time are the forwarder's schedule's, not counted here.
+        """
+        ahead = self._store.live - self._store.scheduled_count
+        return len(self.ready) + max(0, min(self._end - self._next, ahead))
 
 
 def _storage_error(exc: OSError, what: str) -> StorageError:
