@@ -203,7 +203,7 @@ def plot_durable(data: dict[str, Any], path: Path) -> None:
     rows = {n: r for n, r in data["durable"]["rows"].items() if not r["skipped"]}
     names = list(rows)
     limits = [n for n in names if n.startswith("raw")]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.42 * len(names) + 1.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.42 * len(names) + 1.8), sharey=True, sharex=True)
     for ax, key, title in (
         (axes[0], "put_rates", "publish (put)"),
         (axes[1], "drain_rates", "get + ack"),
@@ -228,6 +228,8 @@ def plot_durable(data: dict[str, Any], path: Path) -> None:
                 value = statistics.median(rows[limit]["put_rates"])
                 ax.axvline(value, color="black", ls=style, lw=0.9, label=f"{limit}: {value:,.0f}/s")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_thousands())
+        ax.xaxis.set_minor_formatter(importlib.import_module("matplotlib.ticker").NullFormatter())
         ax.margins(x=0.15)
         ax.set_xlabel("messages per second (log)")
         ax.set_title(title)
