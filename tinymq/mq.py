@@ -695,6 +695,7 @@ def _enqueue(
         if reg.queue.closed:
             raise QueueClosedError(reg.name)
         msg, wait = reg.store.append(Msg(-1, data, reg.name), delay)
+        reg.next_id += 1  # not an id here: counts this MQ's publishes for stats()
         return msg.id, wait
     msg_id = reg.next_id
     wait = reg.queue.enqueue(Msg(msg_id, data, reg.name), timeout, delay)

@@ -5,19 +5,25 @@ group takes its share. Ids come from a per-queue counter (INCR), so ``Msg.id`` m
 the same in every process. An intake thread per queue reads the stream (XREADGROUP) into
 the queue's ``in`` channel, where the usual forwarder and workers take over; a worker's
 ack is XACK + XDEL. Redis's "pending entries list" is what tinymq calls *in flight*:
-entries read by a consumer and not acknowledged. Those held by a consumer that died are
-claimed after ``claim_idle`` seconds (XPENDING + XCLAIM) and delivered again, with
-``redelivered=True`` and ``attempt`` counting the earlier deliveries. Delayed messages
-and retries wait in a sorted set by due time, moved into the stream when due by a
-script (any process may move them, each exactly once). Dead letters are a hash.
+entries read by a consumer and not acknowledged. A process holds at most ``prefetch``
+of them per queue, and renews its claim on them (XCLAIM ... JUSTID) every third of
+``claim_idle``; those of a process that stopped renewing (it died, or lost Redis) are
+claimed after ``claim_idle`` seconds (XPENDING + XCLAIM, rather than XAUTOCLAIM, to read
+each entry's delivery count) and delivered again, with ``redelivered=True`` and
+``attempt`` counting the earlier deliveries. Delayed messages and retries wait in a
+sorted set by due time, moved into the stream when due by a script (any process may
+move them, each exactly once). Dead letters are a hash; an entry that cannot be decoded
+becomes one at once (reason "undecodable") instead of stopping the intake.
 
 Keys, for queue ``q``: ``{prefix}:q:stream``, ``:seq``, ``:delayed``, ``:dead``.
+Registering a queue does not contact Redis: its intake creates the group when it first
+connects, and again if a restart lost it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -35,9 +41,12 @@ from tinymq.message import Msg
 from tinymq.serializers import JSON, Serializer
 from tinymq.store import Backlog, MemoryBacklog, Wait, no_wait
 
-READ_COUNT: Final = 256  # entries per XREADGROUP
+READ_COUNT: Final = 256  # at most this many entries per claim or move of due messages
 BLOCK_MAX: Final = 1.0  # seconds an idle intake blocks in one read
 RECONNECT_MAX: Final = 5.0  # seconds between reconnect attempts, at most
+CONNECT_TIMEOUT: Final = 5.0  # seconds to connect (unless the URL says otherwise)
+SOCKET_TIMEOUT: Final = 10.0  # seconds to wait for a reply; above BLOCK_MAX
+_UNBLOCK_TRIES: Final = 100  # a read not blocked after this many ms ends on its own
 _NOTE_EVERY: Final = 30.0  # seconds between log lines while Redis stays unreachable
 
 # KEYS: seq, stream, delayed. ARGV: data, due ("" = now). Returns the new id.
@@ -50,7 +59,8 @@ else
 end
 return id
 """
-# KEYS: delayed, stream. ARGV: now, limit. Moves due members into the stream.
+# KEYS: delayed, stream. ARGV: now, limit. Moves due members into the stream; returns
+# the due time of the next member left, or false if there is none.
 _MOVE_DUE: Final = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, member in ipairs(due) do
@@ -61,7 +71,9 @@ for _, member in ipairs(due) do
       'attempt', string.sub(member, a + 1, b - 1), 'data', string.sub(member, b + 1))
   end
 end
-return #due
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #first == 0 then return false end
+return first[2]
 """
 # KEYS: delayed, stream. ARGV: due, member, group, entry. A retry: due later, this entry done.
 _RETRY: Final = """
@@ -79,8 +91,10 @@ class RedisBackend:
         url: the Redis server, as redis-py's ``Redis.from_url`` takes it.
         prefix: first part of every key, so several applications can share a server.
         group: the consumer group; MQs with the same group share each queue's messages.
-        claim_idle: seconds after which a message held by a silent consumer (a process
-            that died mid-call) is claimed and delivered again.
+        claim_idle: seconds after which the messages held by a process that stopped
+            renewing its claim (it died mid-call) are claimed and delivered again.
+        prefetch: messages per queue this process holds at most (read, not yet
+            acknowledged); keep it above the queue's concurrency.
         serializer: how data is stored; JSON unless told otherwise.
     """
 
@@ -91,6 +105,7 @@ class RedisBackend:
         prefix: str = "tinymq",
         group: str = "default",
         claim_idle: float = 30.0,
+        prefetch: int = 64,
         serializer: Serializer = JSON,
     ) -> None:
         if not isinstance(url, str) or not url:
@@ -102,19 +117,41 @@ class RedisBackend:
             raise TypeError(f"claim_idle must be a number of seconds, got {claim_idle!r}")
         if not claim_idle > 0:
             raise ValueError(f"claim_idle must be > 0, got {claim_idle!r}")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int):
+            raise TypeError(f"prefetch must be an int, got {prefetch!r}")
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
         self.url, self.prefix, self.group, self.claim_idle = url, prefix, group, claim_idle
-        self.serializer = serializer
+        self.prefetch, self.serializer = prefetch, serializer
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._pool = redis.ConnectionPool.from_url(url)
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> redis.ConnectionPool:
+        """A pool whose connections carry the client name ``tinymq:{consumer}``."""
+        return redis.ConnectionPool.from_url(
+            self.url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT,
+            client_name=self.client_name,
+        )
+
+    @property
+    def client_name(self) -> str:
+        """What CLIENT LIST shows for this backend's connections."""
+        return f"tinymq:{self.consumer}"
 
     def client(self) -> redis.Redis:
         """A client on this backend's connection pool."""
         return redis.Redis(connection_pool=self._pool)
 
+    def reader(self) -> redis.Redis:
+        """A client with a connection of its own, for an intake that blocks in reads."""
+        return redis.Redis(connection_pool=self._new_pool())
+
     def open(self, name: str, log: logging.Logger) -> tuple[RedisStore, RedisDeadLetters]:
-        """The store and dead letters of queue ``name``; creates its group if missing."""
-        store = RedisStore(self, name, log)
-        return store, RedisDeadLetters(self, name)
+        """The store and dead letters of queue ``name``; contacts no server."""
+        dead = RedisDeadLetters(self, name)
+        return RedisStore(self, name, log, dead), dead
 
     def key(self, queue: str, part: str) -> str:
         return f"{self.prefix}:{queue}:{part}"
@@ -144,32 +181,32 @@ class RedisStore:
     direct_hand_off = True
     next_id = 0  # ids come from Redis
 
-    def __init__(self, backend: RedisBackend, name: str, log: logging.Logger) -> None:
-        self.backend, self.name, self._log = backend, name, log
+    def __init__(
+        self, backend: RedisBackend, name: str, log: logging.Logger, dead: RedisDeadLetters
+    ) -> None:
+        self.backend, self.name, self.dead, self._log = backend, name, dead, log
         self._client = backend.client()
-        self._stream = backend.key(name, "stream")
-        self._keys = (backend.key(name, "seq"), self._stream, backend.key(name, "delayed"))
+        self.stream = backend.key(name, "stream")
+        self.delayed = backend.key(name, "delayed")
+        self._seq = backend.key(name, "seq")
         self._publish = self._client.register_script(_PUBLISH)
         self._retry = self._client.register_script(_RETRY)
         self._lock = threading.Lock()  # guards _entries
+        self.settled = threading.Condition(self._lock)  # notified as entries leave _entries
         self._entries: dict[int, bytes] = {}  # message id -> its stream entry, while in flight
         self._intake: Intake | None = None
-        try:
-            self._client.xgroup_create(self._stream, backend.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        except redis.RedisError as exc:
-            raise unavailable(backend, name, exc) from exc
 
     def append(self, msg: Msg, delay: float | None = None) -> tuple[Msg, Wait]:
         """Publish ``msg.data``; the returned message carries the id Redis issued."""
         payload = self._encode(msg.data)
-        due = "" if delay is None else repr(time.time() + delay)
+        due = None if delay is None else time.time() + delay
         try:
-            msg_id = int(self._publish(keys=self._keys, args=[payload, due]))
+            keys = (self._seq, self.stream, self.delayed)
+            msg_id = int(self._publish(keys=keys, args=[payload, "" if due is None else repr(due)]))
         except redis.RedisError as exc:
             raise unavailable(self.backend, self.name, exc) from exc
+        if due is not None:
+            self._wake(due)
         return Msg(msg_id, msg.data, self.name), no_wait
 
     def _encode(self, data: object) -> bytes:
@@ -186,15 +223,11 @@ class RedisStore:
 
     def ack(self, msg: Msg) -> None:
         """XACK + XDEL the message's entry; if Redis is away, it is claimed again later."""
-        with self._lock:
-            entry = self._entries.pop(msg.id, None)
+        entry = self._forget(msg.id)
         if entry is None:
             return
         try:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.xack(self._stream, self.backend.group, entry)
-            pipe.xdel(self._stream, entry)
-            pipe.execute()
+            self._done(entry)
         except redis.RedisError as exc:
             self._log.warning(
                 "queue %r: message %d will be delivered again: cannot acknowledge it: %s",
@@ -203,17 +236,30 @@ class RedisStore:
                 exc,
             )
 
+    def _done(self, entry: bytes) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.xack(self.stream, self.backend.group, entry)
+        pipe.xdel(self.stream, entry)
+        pipe.execute()
+
+    def _forget(self, msg_id: int) -> bytes | None:
+        """Stop tracking ``msg_id``'s entry: it leaves this process's prefetch."""
+        with self._lock:
+            entry = self._entries.pop(msg_id, None)
+            self.settled.notify()
+        return entry
+
     def schedule(self, msg: Msg, delay: float) -> None:
         """Retry ``msg`` (its next attempt) through the delayed set, for any process to take."""
-        with self._lock:
-            entry = self._entries.pop(msg.id, None)
+        entry = self._forget(msg.id)
         if entry is None:
             return
         member = f"{msg.id}:{msg.attempt}:".encode() + self._encode(msg.data)
+        due = time.time() + delay
         try:
             self._retry(
-                keys=[self._keys[2], self._stream],
-                args=[repr(time.time() + delay), member, self.backend.group, entry],
+                keys=[self.delayed, self.stream],
+                args=[repr(due), member, self.backend.group, entry],
             )
         except redis.RedisError as exc:
             self._log.warning(
@@ -222,6 +268,14 @@ class RedisStore:
                 msg.id,
                 exc,
             )
+            return
+        self._wake(due)
+
+    def _wake(self, due: float) -> None:
+        """Cut this process's intake's read short if ``due`` comes before it ends."""
+        intake = self._intake
+        if intake is not None:
+            intake.wake_before(due)
 
     def scheduled(self) -> list[tuple[Msg, float]]:
         return []  # delayed messages wait in Redis
@@ -239,6 +293,22 @@ class RedisStore:
         if self._intake is not None:
             self._intake.stop()
 
+    def room(self) -> int:
+        """How many more entries this process may take (``prefetch`` less those held)."""
+        with self._lock:
+            return self.backend.prefetch - len(self._entries)
+
+    def wait_room(self, timeout: float, stopping: threading.Event) -> None:
+        """Wait up to ``timeout`` s for a worker to settle an entry; ``stop`` wakes it too."""
+        with self.settled:
+            if len(self._entries) >= self.backend.prefetch and not stopping.is_set():
+                self.settled.wait(timeout)
+
+    def held(self) -> list[bytes]:
+        """The entries this process holds, read and not yet acknowledged or retried."""
+        with self._lock:
+            return list(self._entries.values())
+
     def track(self, msg_id: int, entry: bytes) -> None:
         with self._lock:
             self._entries[msg_id] = entry
@@ -248,6 +318,36 @@ class RedisStore:
         attempt = int(fields[b"attempt"]) + extra
         data = self.backend.serializer.loads(fields[b"data"])
         return Msg(int(fields[b"id"]), data, self.name, attempt, redelivered)
+
+    def bury(self, entry: bytes, fields: dict[bytes, bytes], exc: Exception) -> None:
+        """Make an entry that cannot be decoded a dead letter (its data as text), and drop it."""
+        try:
+            msg_id = int(fields.get(b"id", b"0"))
+        except ValueError:
+            msg_id = 0
+        raw = fields.get(b"data", b"").decode("utf-8", "replace")
+        kind = type(exc)
+        letter = DeadLetter(
+            id=msg_id,
+            data=raw,
+            queue=self.name,
+            attempts=0,
+            reason="undecodable",
+            error_type=f"{kind.__module__}.{kind.__qualname__}",
+            error=str(exc),
+            traceback="",
+            dead_at=time.time(),
+        )
+        self._log.error(
+            "queue %r: entry %s (message %d) cannot be decoded by %r, made a dead letter: %s",
+            self.name,
+            entry.decode(),
+            msg_id,
+            self.backend.serializer,
+            exc,
+        )
+        self.dead.add(letter)
+        self._done(entry)
 
     def close(self) -> None:
         self.stop_intake()
@@ -260,21 +360,27 @@ class RedisStore:
 class Intake:
     """The thread that moves a queue's stream entries into its ``in`` channel.
 
-    Each turn: move due delayed messages into the stream, claim entries idle longer than
-    ``claim_idle``, then read new entries, blocking until one arrives, the next due time,
-    or ``BLOCK_MAX``. ``stop()`` unblocks the read with CLIENT UNBLOCK rather than
-    waiting it out. Connection errors are logged once (then every 30 s) and retried with
-    backoff; the intake says so when Redis is back.
+    Each turn: renew the claim on the entries this process holds and claim those other
+    consumers left idle longer than ``claim_idle`` (every third of it); then, if this
+    process holds fewer than ``prefetch`` entries, move due delayed messages into the
+    stream and read new entries, blocking until one arrives, the next due time, the next
+    renewal or ``BLOCK_MAX``; else wait for a worker to settle one. ``stop()`` and an
+    earlier due time unblock the read with CLIENT UNBLOCK rather than waiting it out.
+    Connection errors are logged once (then every 30 s, never with a traceback) and
+    retried with backoff; the intake says so when Redis is back.
     """
 
     def __init__(self, store: RedisStore, deliver: Callable[[Msg], None], log: logging.Logger):
         self.store, self._deliver, self._log = store, deliver, log
-        backend = store.backend
-        self._client = redis.Redis.from_url(backend.url)  # its own: it blocks in reads
+        self._client = store.backend.reader()  # its own connection: it blocks in reads
         self._move_due = self._client.register_script(_MOVE_DUE)
         self._stopping = threading.Event()
         self._client_id: int | None = None
-        self._next_claim = 0.0
+        self._next_claim = 0.0  # time.monotonic() of the next renewal and claim
+        # time.time() when the current read ends at the latest: inf while it is being
+        # prepared, 0.0 between reads. ``_reads`` counts the reads that have ended.
+        self._read_until = 0.0
+        self._reads = 0
         self._thread = threading.Thread(
             target=self._run, name=f"tinymq:{store.name}:intake", daemon=True
         )
@@ -284,28 +390,49 @@ class Intake:
 
     def stop(self) -> None:
         self._stopping.set()
-        client_id = self._client_id
-        if client_id is not None:
-            # If Redis is unreachable the read ends on its own within BLOCK_MAX.
-            with contextlib.suppress(redis.RedisError):
-                self.store.backend.client().client_unblock(client_id)
+        with self.store.settled:
+            self.store.settled.notify_all()
+        self._unblock()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join()
         self._client.close()
+
+    def wake_before(self, due: float) -> None:
+        """A message is due at ``due`` (time.time()): end the read early if it ends later."""
+        if due < self._read_until:
+            self._unblock()
+
+    def _unblock(self) -> None:
+        """End the current read now. A read still on its way to Redis cannot be unblocked
+        yet, so try again each millisecond until it is blocked, or has ended."""
+        reads, client = self._reads, self.store.backend.client()
+        for _ in range(_UNBLOCK_TRIES):
+            client_id = self._client_id
+            if client_id is None or self._read_until == 0.0 or self._reads != reads:
+                return  # not reading: the next turn sees the new due time, or the stop
+            try:
+                if client.client_unblock(client_id):
+                    return
+            except redis.RedisError:
+                return  # unreachable: the read ends on its own within BLOCK_MAX
+            time.sleep(0.001)
 
     def _run(self) -> None:
         backoff, down_since, noted = 0.1, None, 0.0
         while not self._stopping.is_set():
             try:
                 if self._client_id is None:
-                    self._client_id = int(self._client.client_id())
+                    self._connect()
                 self._turn()
-            except redis.RedisError as exc:
+            except (redis.RedisError, StorageError) as exc:  # StorageError: from dead letters
                 self._client_id = None
                 now = time.monotonic()
                 if down_since is None or now - noted >= _NOTE_EVERY:
                     self._log.warning(
-                        "queue %r: Redis unavailable (%s); retrying", self.store.name, exc
+                        "queue %r: Redis at %s unavailable (%s); retrying",
+                        self.store.name,
+                        self.store.backend.url,
+                        exc,
                     )
                     noted = now
                 down_since = down_since or now
@@ -322,41 +449,89 @@ class Intake:
                 )
                 down_since, backoff = None, 0.1
 
+    def _connect(self) -> None:
+        """Learn this connection's id (for CLIENT UNBLOCK) and make sure the group exists."""
+        store = self.store
+        self._client_id = int(self._client.client_id())
+        try:
+            self._client.xgroup_create(store.stream, store.backend.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
     def _turn(self) -> None:
-        store, now = self.store, time.time()
-        self._move_due(keys=[store._keys[2], store._stream], args=[repr(now), READ_COUNT])
+        store = self.store
         if time.monotonic() >= self._next_claim:
+            self._renew()
             self._claim()
-            self._next_claim = time.monotonic() + store.backend.claim_idle / 2
-        found: Any = self._client.xreadgroup(
-            store.backend.group,
-            store.backend.consumer,
-            {store._stream: ">"},
-            count=READ_COUNT,
-            block=int(self._block_time() * 1000),
-        )
+            self._next_claim = time.monotonic() + store.backend.claim_idle / 3
+        room = store.room()
+        if room <= 0:
+            store.wait_room(self._until_claim(), self._stopping)
+            return
+        found = self._read(room)
         for _stream, entries in found or []:
             self._hand_over(entries, redelivered=False, extra={})
 
-    def _block_time(self) -> float:
-        """Until the next delayed message is due, at most BLOCK_MAX; at least 1 ms."""
-        first = self._client.zrange(self.store._keys[2], 0, 0, withscores=True)
-        if not first:
-            return BLOCK_MAX
-        return min(BLOCK_MAX, max(0.001, float(first[0][1]) - time.time()))
+    def _read(self, count: int) -> Any:
+        """Move due messages into the stream, then read up to ``count`` new entries."""
+        store = self.store
+        self._read_until = math.inf  # from here on a waker must unblock (see _unblock)
+        try:
+            next_due = self._move_due(
+                keys=[store.delayed, store.stream], args=[repr(time.time()), READ_COUNT]
+            )
+            block = self._block_time(None if next_due is None else float(next_due))
+            self._read_until = time.time() + block
+            return self._client.xreadgroup(
+                store.backend.group,
+                store.backend.consumer,
+                {store.stream: ">"},
+                count=count,
+                block=max(1, int(block * 1000)),
+            )
+        finally:
+            self._reads += 1
+            self._read_until = 0.0
+
+    def _until_claim(self) -> float:
+        return max(0.001, self._next_claim - time.monotonic())
+
+    def _block_time(self, next_due: float | None) -> float:
+        """Until the next delayed message is due or the next renewal, at most BLOCK_MAX."""
+        block = min(BLOCK_MAX, self._until_claim())
+        if next_due is not None:
+            block = min(block, max(0.001, next_due - time.time()))
+        return block
+
+    def _renew(self) -> None:
+        """Reset the idle time of the entries this process holds: it is alive."""
+        store = self.store
+        held: list[Any] = store.held()  # redis-py's stubs want a list of a union
+        if held:
+            self._client.xclaim(
+                store.stream, store.backend.group, store.backend.consumer, 0, held, justid=True
+            )
 
     def _claim(self) -> None:
-        """Claim entries other consumers held longer than ``claim_idle``."""
+        """Claim entries other consumers held longer than ``claim_idle``, as room allows."""
         store = self.store
-        backend, idle_ms = store.backend, int(store.backend.claim_idle * 1000)
-        pending: Any = self._client.xpending_range(
-            store._stream, backend.group, min="-", max="+", count=READ_COUNT, idle=idle_ms
-        )
-        if not pending:
+        backend, idle_ms, room = store.backend, int(store.backend.claim_idle * 1000), store.room()
+        if room <= 0:
             return
-        deliveries: dict[bytes, int] = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        pending: Any = self._client.xpending_range(
+            store.stream, backend.group, min="-", max="+", count=min(room, READ_COUNT), idle=idle_ms
+        )
+        held = set(store.held())  # ours, late for renewal: not to be delivered twice here
+        deliveries: dict[bytes, int] = {
+            p["message_id"]: int(p["times_delivered"])
+            for p in pending or []
+            if p["message_id"] not in held
+        }
+        if not deliveries:
+            return
         claimed: Any = self._client.xclaim(
-            store._stream, backend.group, backend.consumer, idle_ms, list(deliveries)
+            store.stream, backend.group, backend.consumer, idle_ms, list(deliveries)
         )
         self._hand_over(claimed, redelivered=True, extra=deliveries)
 
@@ -364,7 +539,11 @@ class Intake:
         for entry_id, fields in entries:
             if not fields:  # deleted meanwhile (acknowledged by its old holder)
                 continue
-            msg = self.store.decode(fields, redelivered, extra.get(entry_id, 0))
+            try:
+                msg = self.store.decode(fields, redelivered, extra.get(entry_id, 0))
+            except Exception as exc:  # noqa: BLE001 - any serializer error: the entry is poison
+                self.store.bury(entry_id, fields, exc)
+                continue
             self.store.track(msg.id, entry_id)
             try:
                 self._deliver(msg)
