@@ -341,17 +341,22 @@ class MQ:
         reg = self._queues.get(name)
         if reg is None:
             raise QueueNotFoundError(name)
-        _check_publish(delay, timeout)
-        if reg.gate is not None:
-            reg.gate.enter(timeout)
+        if delay is not None or timeout is not None:
+            _check_publish(delay, timeout)
+        gate = reg.gate
+        if gate is None:  # the common case, kept short: it is the cost of a publish
+            with reg.seq_lock:
+                msg_id, wait = _enqueue(reg, data, delay=delay)
+            wait()  # outside the lock: concurrent publishers share one sync
+            return msg_id
+        gate.enter(timeout)
         try:
             with reg.seq_lock:
                 msg_id, wait = _enqueue(reg, data, delay=delay)
         except BaseException:
-            if reg.gate is not None:
-                reg.gate.leave()
+            gate.leave()
             raise
-        wait()  # outside the lock: concurrent publishers share one sync
+        wait()
         return msg_id
 
     async def apublish(
