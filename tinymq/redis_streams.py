@@ -381,6 +381,9 @@ class Intake:
         # prepared, 0.0 between reads. ``_reads`` counts the reads that have ended.
         self._read_until = 0.0
         self._reads = 0
+        self._next_due: float | None = None  # time.time() when the next delayed one is due
+        self._next_due_check = 0.0  # time.monotonic() of the next look at the delayed set
+        self._poked = False  # this process added a delayed message: look at the set
         self._thread = threading.Thread(
             target=self._run, name=f"tinymq:{store.name}:intake", daemon=True
         )
@@ -399,6 +402,7 @@ class Intake:
 
     def wake_before(self, due: float) -> None:
         """A message is due at ``due`` (time.time()): end the read early if it ends later."""
+        self._poked = True  # before the check of _read_until: see _read
         if due < self._read_until:
             self._unblock()
 
@@ -478,10 +482,8 @@ class Intake:
         store = self.store
         self._read_until = math.inf  # from here on a waker must unblock (see _unblock)
         try:
-            next_due = self._move_due(
-                keys=[store.delayed, store.stream], args=[repr(time.time()), READ_COUNT]
-            )
-            block = self._block_time(None if next_due is None else float(next_due))
+            self._check_due()
+            block = self._block_time(self._next_due)
             self._read_until = time.time() + block
             return self._client.xreadgroup(
                 store.backend.group,
@@ -493,6 +495,23 @@ class Intake:
         finally:
             self._reads += 1
             self._read_until = 0.0
+
+    def _check_due(self) -> None:
+        """Move due delayed messages into the stream, if any may be due.
+
+        That is when one this intake knows of is due, when this process added one, and
+        once per BLOCK_MAX for those other processes add: not a round trip per read.
+        """
+        store, now = self.store, time.monotonic()
+        known_due = self._next_due is not None and self._next_due <= time.time()
+        if not (self._poked or known_due or now >= self._next_due_check):
+            return
+        self._poked = False
+        next_due = self._move_due(
+            keys=[store.delayed, store.stream], args=[repr(time.time()), READ_COUNT]
+        )
+        self._next_due = None if next_due is None else float(next_due)
+        self._next_due_check = now + BLOCK_MAX
 
     def _until_claim(self) -> float:
         return max(0.001, self._next_claim - time.monotonic())
