@@ -204,7 +204,7 @@ def test_dropped_connections_lose_nothing_acknowledged_and_are_logged_once(
     redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tinymq")
-    count, kills = 1500, 8
+    kills = 10
     seen: list[Msg] = []
     lock = threading.Lock()  # guards seen
 
@@ -218,7 +218,7 @@ def test_dropped_connections_lose_nothing_acknowledged_and_are_logged_once(
     worker.register_queue("q", consume, 4)
     worker.start()
     try:
-        failed = publish_while_dropping(publisher, redis_url, backends, count, kills)
+        count, failed = publish_while_dropping(publisher, redis_url, backends, kills)
         wait_consumed(lock, seen, set(range(count)))
     finally:
         worker.stop(timeout=10)
@@ -239,35 +239,34 @@ def test_dropped_connections_lose_nothing_acknowledged_and_are_logged_once(
 
 
 def publish_while_dropping(
-    publisher: MQ, url: str, backends: list[RedisBackend], count: int, kills: int
-) -> int:
-    """Publish 0..count-1 while another thread drops every connection ``kills`` times.
+    publisher: MQ, url: str, backends: list[RedisBackend], kills: int
+) -> tuple[int, int]:
+    """Publish 0, 1, 2... while another thread drops every connection ``kills`` times.
 
     A publish that raises StorageError may or may not have happened; it is published
-    again, so each payload is acknowledged once. Returns how many publishes raised.
+    again, so each payload is acknowledged once. Returns how many payloads were
+    published, and how many publishes raised.
     """
-    failed = 0
+    count = failed = 0
 
     def drop_connections() -> None:
         for _ in range(kills):
-            time.sleep(0.12)
+            time.sleep(0.1)
             kill_connections(url, {b.client_name for b in backends})
 
     dropper = threading.Thread(target=drop_connections)
     dropper.start()
     try:
-        for n in range(count):
-            while True:
-                try:
-                    publisher.publish("q", n)
-                    break
-                except StorageError as exc:
-                    assert "'q'" in str(exc) and url in str(exc)
-                    failed += 1
-            time.sleep(0.0005)
+        while dropper.is_alive():
+            try:
+                publisher.publish("q", count)
+                count += 1
+            except StorageError as exc:
+                assert "'q'" in str(exc) and url in str(exc)
+                failed += 1
     finally:
         dropper.join()
-    return failed
+    return count, failed
 
 
 def wait_consumed(lock: threading.Lock, seen: list[Msg], wanted: set[int]) -> None:
