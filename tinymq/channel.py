@@ -93,11 +93,11 @@ class Channel(Generic[T]):
             direct = self._direct
             if direct is not None and not self._buf and len(direct._buf) < direct._size:
                 direct._buf.append(item)
-                direct._readable.notify()
+                _wake(direct._readable)
                 self.handed_off += 1
                 return
             self._buf.append(item)
-            self._readable.notify()
+            _wake(self._readable)
 
     def recv(self, timeout: float | None = None) -> T:
         """Remove and return the oldest item, blocking while the channel is empty.
@@ -116,7 +116,7 @@ class Channel(Generic[T]):
                 raise ChannelClosedError("recv on closed channel")
             self._buf.popleft()
             if self._notify_room:
-                self._writable.notify()
+                _wake(self._writable)
             return item  # type: ignore[no-any-return]
 
     def recv_all(self) -> list[T]:
@@ -134,7 +134,7 @@ class Channel(Generic[T]):
             else:
                 items = list(buf)
                 buf.clear()
-            self._writable.notify(len(items))
+            _wake(self._writable, len(items))
             return items
 
     def send_from(self, items: deque[T]) -> int:
@@ -148,7 +148,7 @@ class Channel(Generic[T]):
             n = min(self._size - len(self._buf), len(items))
             if n > 0:
                 self._buf.extend(items.popleft() for _ in range(n))
-                self._readable.notify(n)
+                _wake(self._readable, n)
             return max(n, 0)
 
     def close(self) -> None:
@@ -234,3 +234,14 @@ def wait_ready(
             dst._notify_room = False
             if src is not None:
                 src._direct = None
+
+
+def _wake(cond: threading.Condition, n: int = 1) -> None:
+    """``cond.notify(n)``, skipped when no thread waits; the caller holds ``cond``'s lock.
+
+    Condition.notify checks that its lock is held with two lock operations even when
+    nobody waits, which on the publish and receive paths is the common case. Reading
+    ``_waiters`` under the lock is safe: a waiter adds itself before releasing it.
+    """
+    if cond._waiters:  # type: ignore[attr-defined]
+        cond.notify(n)
