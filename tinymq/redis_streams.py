@@ -4,7 +4,7 @@ Each queue is a stream read by one consumer group; every MQ on the same Redis, p
 group takes its share. Ids come from a per-queue counter (INCR), so ``Msg.id`` means
 the same in every process. An intake thread per queue reads the stream (XREADGROUP) into
 the queue's ``in`` channel, where the usual forwarder and workers take over; a worker's
-ack is XACK + XDEL. Redis's "pending entries list" is what tinymq calls *in flight*:
+ack is XACK + XDEL (one script). Redis's "pending entries list" is what tinymq calls *in flight*:
 entries read by a consumer and not acknowledged. A process holds at most ``prefetch``
 of them per queue, and renews its claim on them (XCLAIM ... JUSTID) every third of
 ``claim_idle``; those of a process that stopped renewing (it died, or lost Redis) are
@@ -74,6 +74,11 @@ end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #first == 0 then return false end
 return first[2]
+"""
+# KEYS: stream. ARGV: group, entry. The ack: one command, cheaper than MULTI/EXEC for both.
+_ACK: Final = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
 """
 # KEYS: delayed, stream. ARGV: due, member, group, entry. A retry: due later, this entry done.
 _RETRY: Final = """
@@ -191,8 +196,11 @@ class RedisStore:
         self._seq = backend.key(name, "seq")
         self._publish = self._client.register_script(_PUBLISH)
         self._retry = self._client.register_script(_RETRY)
+        self._ack = self._client.register_script(_ACK)
         self._lock = threading.Lock()  # guards _entries
-        self.settled = threading.Condition(self._lock)  # notified as entries leave _entries
+        # Notified when the entries held fall to half the prefetch: the intake reads again.
+        self.settled = threading.Condition(self._lock)
+        self._low_water = backend.prefetch // 2
         self._entries: dict[int, bytes] = {}  # message id -> its stream entry, while in flight
         self._intake: Intake | None = None
 
@@ -237,16 +245,14 @@ class RedisStore:
             )
 
     def _done(self, entry: bytes) -> None:
-        pipe = self._client.pipeline(transaction=True)
-        pipe.xack(self.stream, self.backend.group, entry)
-        pipe.xdel(self.stream, entry)
-        pipe.execute()
+        self._ack(keys=[self.stream], args=[self.backend.group, entry])
 
     def _forget(self, msg_id: int) -> bytes | None:
         """Stop tracking ``msg_id``'s entry: it leaves this process's prefetch."""
         with self._lock:
             entry = self._entries.pop(msg_id, None)
-            self.settled.notify()
+            if entry is not None and len(self._entries) == self._low_water:
+                self.settled.notify()
         return entry
 
     def schedule(self, msg: Msg, delay: float) -> None:
@@ -294,14 +300,17 @@ class RedisStore:
             self._intake.stop()
 
     def room(self) -> int:
-        """How many more entries this process may take (``prefetch`` less those held)."""
+        """How many entries this process may read now: none while it holds more than half
+        its ``prefetch``, then up to ``prefetch`` (reads come in batches, not one by one)."""
         with self._lock:
-            return self.backend.prefetch - len(self._entries)
+            held = len(self._entries)
+            return 0 if held > self._low_water else self.backend.prefetch - held
 
     def wait_room(self, timeout: float, stopping: threading.Event) -> None:
-        """Wait up to ``timeout`` s for a worker to settle an entry; ``stop`` wakes it too."""
+        """Wait up to ``timeout`` s for the entries held to fall to half the ``prefetch``;
+        ``stop`` wakes it too."""
         with self.settled:
-            if len(self._entries) >= self.backend.prefetch and not stopping.is_set():
+            if len(self._entries) > self._low_water and not stopping.is_set():
                 self.settled.wait(timeout)
 
     def held(self) -> list[bytes]:
@@ -363,8 +372,9 @@ class Intake:
     Each turn: renew the claim on the entries this process holds and claim those other
     consumers left idle longer than ``claim_idle`` (every third of it); then, if this
     process holds fewer than ``prefetch`` entries, move due delayed messages into the
-    stream and read new entries, blocking until one arrives, the next due time, the next
-    renewal or ``BLOCK_MAX``; else wait for a worker to settle one. ``stop()`` and an
+    stream (when any may be due: see ``_check_due``) and read new entries, blocking until
+    one arrives, the next due time, the next renewal or ``BLOCK_MAX``; else wait for a
+    worker to settle one. ``stop()`` and an
     earlier due time unblock the read with CLIENT UNBLOCK rather than waiting it out.
     Connection errors are logged once (then every 30 s, never with a traceback) and
     retried with backoff; the intake says so when Redis is back.
