@@ -56,6 +56,17 @@ def client(url: str = URL) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=PING_TIMEOUT)
 
 
+def answers(url: str) -> bool:
+    """Does a Redis server answer PING at ``url``?"""
+    db = client(url)
+    try:
+        return bool(db.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        db.close()
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The tests' Redis database, flushed once per run; skips (or fails) without one."""

@@ -1,4 +1,4 @@
-"""The Redis backend under faults: a consumer process killed, connections dropped.
+"""The Redis backend under faults: a consumer process killed, connections dropped, a restart.
 
 Processes (tests/redis_child.py) report every publish and consumer call through a
 pipe; the parent kills one consumer with SIGKILL while it is inside consumer calls,
@@ -6,7 +6,9 @@ and checks that every acknowledged publish was processed at least once, that wha
 dead process held was claimed by the others and delivered again (``redelivered``),
 and reports how many messages were processed twice. Dropping connections (CLIENT
 KILL) in the middle of a run must lose nothing acknowledged either, and the outage is
-logged as warnings, never as a traceback per reconnect attempt.
+logged as warnings, never as a traceback per reconnect attempt. The same holds when
+the server itself is killed and restarted: a private redis-server on a port of its
+own (with appendfsync always), so the shared test server is never touched.
 """
 
 # ruff: noqa: F811 - the fixtures imported from tests.redis_support are parameters here
@@ -16,7 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.redis_support import client, prefix, redis_url  # noqa: F401 - fixtures
+from tests.redis_support import answers, client, prefix, redis_url  # noqa: F401 - fixtures
 from tinymq import MQ, Context, Msg, StorageError
 from tinymq.redis_streams import RedisBackend
 
@@ -277,3 +281,109 @@ def wait_consumed(lock: threading.Lock, seen: list[Msg], wanted: set[int]) -> No
             if wanted <= {m.data for m in seen}:
                 return
         time.sleep(0.01)
+
+
+@dataclass
+class Server:
+    """A private redis-server, killed and restarted at will, on a free port."""
+
+    binary: str
+    directory: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        command += ["--dir", str(self.directory), "--logfile", str(self.directory / "log")]
+        self.proc = subprocess.Popen(command)
+        deadline = time.monotonic() + TIMEOUT
+        while not self.answers():
+            assert self.proc.poll() is None, (self.directory / "log").read_text()
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.01)
+
+    def answers(self) -> bool:
+        return answers(self.url)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed: no private server to restart")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    private = Server(binary, tmp_path, port)
+    private.start()
+    yield private
+    private.kill()
+
+
+def test_a_server_killed_and_restarted_loses_nothing_acknowledged(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tinymq")
+    seen: list[Msg] = []
+    lock = threading.Lock()  # guards seen
+
+    def consume(ctx: Context, msg: Msg) -> None:
+        with lock:
+            seen.append(msg)
+
+    publisher = MQ(backend=RedisBackend(server.url))
+    worker = MQ(backend=RedisBackend(server.url, claim_idle=0.5))
+    publisher.register_queue("q", None)
+    worker.register_queue("q", consume, 4)
+    worker.start()
+    acked: list[int] = []
+    failed = [0]
+    done = threading.Event()
+
+    def publish() -> None:
+        n = 0
+        while not done.is_set():
+            try:
+                publisher.publish("q", n)
+            except StorageError:  # down, or its outcome unknown: publish it again
+                failed[0] += 1
+                time.sleep(0.01)
+                continue
+            acked.append(n)
+            n += 1
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        server.kill()  # a crash: what was acknowledged is in the append-only file
+        time.sleep(0.5)
+        server.start()
+        time.sleep(0.3)
+        done.set()
+        thread.join()
+        wait_consumed(lock, seen, set(acked))
+    finally:
+        done.set()
+        worker.stop(timeout=10)
+        publisher.stop()
+    missing = set(acked) - {m.data for m in seen}
+    assert not missing, f"acknowledged and never consumed: {sorted(missing)[:10]}"
+    assert failed[0] > 0, "the publisher saw the server go"
+    assert any("is back after" in r.getMessage() for r in caplog.records)
+    assert all(r.exc_info is None for r in caplog.records), "no tracebacks"
+    print(
+        f"\n{len(acked)} messages acknowledged around a server kill and restart: "
+        f"{failed[0]} publish(es) raised StorageError, "
+        f"{len(seen) - len({m.data for m in seen})} message(s) consumed twice"
+    )
