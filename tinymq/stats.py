@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 LATENCY_WINDOW = 256  # consumer-call durations kept per worker
+_COPY_TRIES = 5  # attempts at copying a window a worker is appending to
 
 
 @dataclass(eq=False)
@@ -58,7 +59,7 @@ def summarise(
     workers: Sequence[WorkerStats], *, published: int, pending: int, delayed: int, in_flight: int
 ) -> QueueStats:
     """Sum the workers' counts into a QueueStats."""
-    recent = sorted(x for w in workers for x in tuple(w.latencies))
+    recent = sorted(x for w in workers for x in _copy(w.latencies))
     return QueueStats(
         published=published,
         delivered=sum(w.delivered for w in workers),
@@ -72,6 +73,20 @@ def summarise(
         latency_p50=_percentile(recent, 0.50),
         latency_p99=_percentile(recent, 0.99),
     )
+
+
+def _copy(window: deque[float]) -> tuple[float, ...]:
+    """A copy of a worker's latency window, which that worker may append to meanwhile.
+
+    Copying can meet the append (RuntimeError: deque mutated during iteration); then
+    try again, and after a few tries leave that worker's window out of this snapshot.
+    """
+    for _ in range(_COPY_TRIES):
+        try:
+            return tuple(window)
+        except RuntimeError:
+            continue
+    return ()
 
 
 def _percentile(ordered: list[float], share: float) -> float | None:
