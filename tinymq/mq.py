@@ -46,7 +46,7 @@ from tinymq.recovery import RecoveryReport
 from tinymq.retry import ONE_ATTEMPT, Retry, check_seconds
 from tinymq.serializers import JSON, Serializer
 from tinymq.stats import QueueStats, WorkerStats, summarise
-from tinymq.store import MemoryStore, Store, Wait
+from tinymq.store import MemoryStore, RemoteStore, Store, Wait
 from tinymq.timeouts import check_timeout, deadline_after, remaining
 
 
@@ -199,9 +199,9 @@ class MQ:
         """
         if consumer is None and self._backend is not None:
             consumer = _publish_only  # publishes go to the backend; others consume
-        if consumer is None:
-            raise TypeError(f"consumer for queue {name!r} must be callable, got None")
-        _check_registration(name, consumer, concurrency, retry, max_pending, on_failure, on_dead)
+        _check_registration(name, concurrency, retry, max_pending, on_failure, on_dead)
+        if not callable(consumer):
+            raise TypeError(f"consumer for queue {name!r} must be callable, got {consumer!r}")
         if durable and self._data_dir is None and self._backend is None:
             raise ValueError(f"queue {name!r}: durable=True needs MQ(data_dir=...)")
         if max_pending is not None and self._backend is not None:
@@ -282,7 +282,7 @@ class MQ:
         on_dead: OnDead | None = None,
     ) -> Callable[[C], C]:
         """Decorator form of ``register_queue``; returns the function unchanged."""
-        _check_registration(name, print, concurrency, retry, max_pending, on_failure, on_dead)
+        _check_registration(name, concurrency, retry, max_pending, on_failure, on_dead)
 
         def register(fn: C) -> C:
             self.register_queue(
@@ -373,14 +373,12 @@ class MQ:
             raise QueueNotFoundError(name)
         _check_publish(delay, timeout)
         if not reg.store.durable and (reg.gate is None or reg.gate.try_enter()):
+            msg_id = None
             try:
                 msg_id = _publish_nowait(reg, data, delay)
-            except BaseException:
-                msg_id = None
-                raise
             finally:
                 if msg_id is None and reg.gate is not None:
-                    reg.gate.leave()
+                    reg.gate.leave()  # not accepted here: give the place back
             if msg_id is not None:
                 return msg_id
         call = functools.partial(self.publish, name, data, delay=delay, timeout=timeout)
@@ -489,7 +487,7 @@ class MQ:
             return
         reg.queue.start()
         if reg.store.remote:
-            cast(Any, reg.store).start_intake(reg.queue.deliver)
+            cast(RemoteStore, reg.store).start_intake(reg.queue.deliver)
         if reg.tasks is not None:
             self._log.info("started queue %r with %d tasks", reg.name, reg.concurrency)
             return
@@ -623,7 +621,7 @@ class MQ:
         """Begin the graceful shutdown: no queue accepts messages from now on."""
         for reg in list(self._queues.values()):
             if reg.store.remote:  # read no more: what is left stays with the backend
-                cast(Any, reg.store).stop_intake()
+                cast(RemoteStore, reg.store).stop_intake()
         with self._lock:
             never_started = self._state is _State.NEW
             if self._state is _State.RUNNING:
@@ -751,20 +749,17 @@ def _check_ids(ids: Iterable[int] | None) -> set[int] | None:
     return chosen
 
 
-def _check_registration(  # noqa: PLR0917 - register_queue's arguments, checked in one place
+def _check_registration(  # noqa: PLR0917 - register_queue's options, checked in one place
     name: object,
-    consumer: object,
     concurrency: object,
     retry: object,
     max_pending: object,
     on_failure: object,
     on_dead: object,
 ) -> None:
-    """Check every argument of ``register_queue`` before anything changes."""
+    """Check the options of ``register_queue`` (all but the consumer) before anything changes."""
     _check_name(name)
     assert isinstance(name, str)
-    if not callable(consumer):
-        raise TypeError(f"consumer for queue {name!r} must be callable, got {consumer!r}")
     _check_concurrency(name, concurrency)
     if retry is not None and not isinstance(retry, Retry):
         raise TypeError(f"retry of queue {name!r} must be a tinymq.Retry, got {retry!r}")

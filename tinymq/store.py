@@ -75,6 +75,17 @@ class Store(Protocol):
         """Make everything appended durable and release the files. Idempotent."""
 
 
+class RemoteStore(Store, Protocol):
+    """A store whose messages other processes share (``remote``): they reach the queue's
+    ``in`` through the store's own intake, not from the publisher."""
+
+    def start_intake(self, deliver: Callable[[Msg], None]) -> None:
+        """Start handing the store's messages to ``deliver`` (the queue's ``in``)."""
+
+    def stop_intake(self) -> None:
+        """Stop handing messages over; what was not read stays in the store. Idempotent."""
+
+
 class MemoryBacklog:
     """A plain deque: every pending message stays in memory."""
 
