@@ -2,8 +2,9 @@
 
 A publish writes its MSG record before it returns; with ``fsync="always"`` it also
 waits until the record is on stable storage, and publishers waiting at the same time
-share one fdatasync (group commit: whoever finds no sync running starts one covering
-everything written so far; the others wait for it). A consumer's end writes an ACK
+share one fdatasync (group commit, group_commit.py: whoever finds no sync running
+starts one covering everything written so far; when it ends, the waiters it covered
+return and the oldest one left starts the next). A consumer's end writes an ACK
 record, which rides the next sync. Segments whose messages are all acknowledged are
 deleted from the oldest on; the few live messages of an old segment are moved forward
 (re-appended with their id) so that a straggler never pins old segments.
@@ -33,6 +34,7 @@ from tinymq import recovery, wal
 from tinymq.errors import QueueClosedError, StorageError, StorageFullError
 from tinymq.failpoints import failpoint
 from tinymq.fileops import REAL, FileOps
+from tinymq.group_commit import GroupCommit
 from tinymq.message import Msg
 from tinymq.serializers import JSON, Serializer
 from tinymq.store import Backlog, Wait, no_wait
@@ -106,11 +108,8 @@ class DurableStore:
         self._fd, self._offset, self._written = -1, 0, 0  # no segment to write yet: _fd < 0
         self._segment = max(state.live, default=0)  # the newest, until this run starts one
         self._tail = (-1, 0)  # (fd, _written), replaced whole so a syncer reads it unlocked
-        # Guards _synced and _syncing; notified when a sync ends.
-        self._sync_done = threading.Condition(threading.Lock())
-        self._synced = 0  # bytes of this run known to be on stable storage
-        self._syncing = False  # a thread is in fdatasync (or rolling the segment)
-        self._error: StorageError | None = None  # set once by a failed sync: the store is failed
+        # Positions are bytes written in this run; its error makes the store failed.
+        self._commit = GroupCommit(self._sync)
         self._closed = False
         self._closing = threading.Event()
         with self._lock:
@@ -224,31 +223,21 @@ class DurableStore:
 
     def _wait_synced(self, written: int) -> None:
         """Return once the first ``written`` bytes of this run are on stable storage."""
-        while True:
-            with self._sync_done:
-                while not (self._synced >= written or self._error or not self._syncing):
-                    self._sync_done.wait()
-                if self._error is not None:
-                    raise self._error
-                if self._synced >= written:
-                    break
-                self._syncing = True  # this thread leads the next sync
-            os.sched_yield()  # let runnable publishers write first: they join this sync
-            self._sync()
+        self._commit.wait(written)
 
-    def _sync(self) -> None:
-        """fdatasync everything written so far; the caller has set ``_syncing``."""
-        fd, target = self._tail  # unlocked: the tail only changes while _syncing is set
+    def _sync(self) -> int:
+        """fdatasync everything written so far and return how much that is (holds the lease)."""
+        fd, target = self._tail  # unlocked: the tail only changes under the lease
         try:
             self._ops.fdatasync(fd)
         except OSError as exc:
             self._fail(exc, f"fdatasync of segment {self._segment}")
-        finally:
-            with self._sync_done:
-                self._syncing = False
-                if self._error is None:
-                    self._synced = max(self._synced, target)
-                self._sync_done.notify_all()
+        return target
+
+    @property
+    def _error(self) -> BaseException | None:
+        """The error of the failed sync that failed the store, if one did."""
+        return self._commit.error
 
     def _fail(self, exc: OSError, what: str) -> None:
         """Refuse every later publish: a failed sync is never retried (raises the error)."""
@@ -257,8 +246,7 @@ class DurableStore:
             "until the MQ is reopened",
             exc.errno,
         )
-        if self._error is None:
-            self._error = error
+        if self._commit.fail(error) is error:  # the first failure is the one logged
             self._log.error("%s", error)
         raise error from exc
 
@@ -442,25 +430,16 @@ class DurableStore:
 
     def _roll(self) -> None:
         """Start the next segment once the current one is durable, then collect old ones."""
-        with self._sync_done:
-            while self._syncing:
-                self._sync_done.wait()
-            if self._error is not None:
-                raise self._error
-            self._syncing = True  # no sync may use the old fd from here on
-        try:
-            if self._opt.fsync != "never" and self._fd >= 0:
-                with self._fatal(f"fdatasync of segment {self._segment}"):
-                    self._ops.fdatasync(self._fd)
-            self._start_segment(self._segment + 1)
-        except StorageError:
-            raise  # the store is failed
-        except OSError as exc:  # the current segment stays in use
-            raise _storage_error(exc, f"queue {self.name!r}: cannot start a segment") from exc
-        finally:
-            with self._sync_done:
-                self._syncing = False
-                self._sync_done.notify_all()
+        with self._commit.exclusive():  # no sync may use the old fd from here on
+            try:
+                if self._opt.fsync != "never" and self._fd >= 0:
+                    with self._fatal(f"fdatasync of segment {self._segment}"):
+                        self._ops.fdatasync(self._fd)
+                self._start_segment(self._segment + 1)
+            except StorageError:
+                raise  # the store is failed
+            except OSError as exc:  # the current segment stays in use
+                raise _storage_error(exc, f"queue {self.name!r}: cannot start a segment") from exc
         self._collect()
         if self._error is not None:  # a sync failed while collecting: write nothing more
             raise self._error
@@ -490,8 +469,7 @@ class DurableStore:
         self._written += len(head)
         self._tail = (fd, self._written)
         self._state.live.setdefault(number, 0)
-        with self._sync_done:
-            self._synced = self._written
+        self._commit.advance(self._written)
 
     @contextlib.contextmanager
     def _fatal(self, what: str) -> Iterator[None]:
