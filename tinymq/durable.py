@@ -180,9 +180,13 @@ class DurableStore:
         else:
             delivered = Msg(msg.id, self._ser.loads(payload), msg.queue)
         with self._lock:
-            self._check_writable()
+            if self._closed or self._commit.error is not None:
+                self._check_writable()
             try:
-                offset = self._append_record(record)
+                if self._fd >= 0 and self._offset + len(record) <= self._opt.segment_size:
+                    offset = self._write(record)
+                else:
+                    offset = self._append_record(record)
             except StorageFullError:
                 # Segments acknowledged since the last roll may make room: try once more.
                 if not self._collect() or self._error is not None:

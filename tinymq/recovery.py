@@ -67,7 +67,7 @@ class LogState:
     ledger: Ledger = field(default_factory=Ledger)
     live: dict[int, int] = field(default_factory=dict)  # segment -> live messages in it
     count: dict[int, int] = field(default_factory=dict)  # segment -> messages written to it
-    span: dict[int, tuple[int, int]] = field(default_factory=dict)  # segment -> (low, high) id
+    span: dict[int, list[int]] = field(default_factory=dict)  # segment -> [low, high] id
     sched: dict[int, tuple[float, int]] = field(default_factory=dict)  # id -> (due, attempt)
     next_id: int = 0
 
@@ -81,9 +81,11 @@ class LogState:
         count[segment] = count.get(segment, 0) + 1
         low_high = span.get(segment)
         if low_high is None:
-            span[segment] = (msg_id, msg_id)
-        elif not low_high[0] <= msg_id <= low_high[1]:
-            span[segment] = (min(low_high[0], msg_id), max(low_high[1], msg_id))
+            span[segment] = [msg_id, msg_id]
+        elif msg_id > low_high[1]:  # the next id: the hot path
+            low_high[1] = msg_id
+        elif msg_id < low_high[0]:
+            low_high[0] = msg_id
         if msg_id >= self.next_id:
             self.next_id = msg_id + 1
 
