@@ -43,6 +43,7 @@ from tinymq.fileops import FileOps
 SECTOR: Final = 512
 DIRECTORY: Final = "<directory>"  # a directory entry naming a subdirectory
 _FATES: Final = ("whole", "dropped", "cut", "garbage", "zeros")
+_ALLOCATE: Final = b"<allocate>"  # marks an allocate among a file's pending changes
 
 
 class PowerLoss(OSError):
@@ -63,29 +64,44 @@ class _File:
     current: bytearray = field(default_factory=bytearray)
     durable: bytes = b""
     pending: list[tuple[int, bytes | None]] = field(default_factory=list)  # (offset, data),
-    # or (size, None) for a truncate
+    # or (size, None) for a truncate, or (size, _ALLOCATE) for an allocate
+    written: int = 0  # end of the bytes written (allocated zeros are not)
+    durable_written: int = 0  # ``written`` at the last fdatasync
 
     def write(self, offset: int, data: bytes) -> None:
         _put(self.current, offset, data)
         self.pending.append((offset, data))
+        self.written = max(self.written, offset + len(data))
 
     def truncate(self, size: int) -> None:
         _resize(self.current, size)
         self.pending.append((size, None))
+        self.written = min(self.written, size)
+
+    def allocate(self, size: int) -> None:
+        if size > len(self.current):
+            self.pending.append((size, _ALLOCATE))
+            _resize(self.current, size)
 
     def sync(self) -> None:
         self.durable = bytes(self.current)
         self.pending.clear()
+        self.durable_written = self.written
 
     def after_crash(self, rng: random.Random) -> bytes:
         """The bytes a power loss could leave: durable ones, then each pending change's fate."""
         data = bytearray(self.durable)
-        floor = len(data)  # synced bytes: never torn by a later write
+        # Synced bytes are never torn by a later write; allocated zeros may be.
+        floor = min(len(data), self.durable_written)
         for offset, payload in self.pending:
             if payload is None:
                 if rng.random() < 0.5:
                     _resize(data, offset)
                     floor = min(floor, offset)
+                continue
+            if payload is _ALLOCATE:  # the new size is kept or not; its bytes read as zeros
+                if rng.random() < 0.5 and len(data) < offset:
+                    _resize(data, offset)
                 continue
             fate, end = rng.choice(_FATES), offset + len(payload)
             if fate == "whole":
@@ -96,7 +112,7 @@ class _File:
                 _put(data, offset, payload[: cut - offset])
             elif fate in ("garbage", "zeros"):
                 start = max(offset - offset % SECTOR, floor)
-                size = end - start
+                size = max(0, end - start)
                 _put(data, start, rng.randbytes(size) if fate == "garbage" else bytes(size))
         return bytes(data)
 
@@ -127,7 +143,7 @@ class CrashFS(FileOps):
             for name in files:
                 with open(os.path.join(directory, name), "rb") as f:
                     content = f.read()
-                entries[name] = _File(bytearray(content), content)
+                entries[name] = _File(bytearray(content), content, [], len(content), len(content))
             self._current[directory] = entries
             self._durable[directory] = dict(entries)
 
@@ -158,15 +174,22 @@ class CrashFS(FileOps):
             self._fds.pop(fd, None)
             os.close(fd)
 
-    def write(self, fd: int, data: bytes | memoryview) -> int:
+    def write(self, fd: int, data: bytes | memoryview, offset: int) -> int:
         with self._lock:
             model, path = self._fds[fd]
             self._tick("write", path)
-            done = os.write(fd, data)
-            end = os.lseek(fd, 0, os.SEEK_CUR)
-            model.write(end - done, bytes(data[:done]))
-            self.last_write = (path, end - done, end)
+            done = os.pwrite(fd, data, offset)
+            model.write(offset, bytes(data[:done]))
+            self.last_write = (path, offset, offset + done)
             return done
+
+    def allocate(self, fd: int, size: int) -> None:
+        """Zeros up to ``size``: a size change that a power loss may undo until synced."""
+        with self._lock:
+            model, path = self._fds[fd]
+            self._tick("allocate", path)
+            os.posix_fallocate(fd, 0, size)
+            model.allocate(size)
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         self._check()
@@ -240,11 +263,12 @@ class CrashFS(FileOps):
         self.trace.append((label, detail))
 
     def durable_size(self, path: str) -> int | None:
-        """Bytes of ``path`` sure to survive a power loss; None if the file itself may vanish."""
+        """Written bytes of ``path`` (not allocated zeros) sure to survive a power loss; None
+        if the file itself may vanish."""
         path = os.path.abspath(path)
         if not self._entry_is_durable(path):
             return None
-        return len(self._file(path).durable)
+        return self._file(path).durable_written
 
     def build_crash_state(self, dest: str, rng: random.Random) -> None:
         """Write into ``dest`` (new) one tree that a power loss at this moment could leave."""

@@ -1,12 +1,12 @@
 """FaultFS: a FileOps that does the real work but fails where a full or failing disk would.
 
-One ``Fault`` names an operation (open, write, fdatasync, truncate, fsync_dir, rename,
-unlink) and the index of the call (counted from 0, per operation) that fails: it raises
+One ``Fault`` names an operation (open, write, allocate, fdatasync, truncate, fsync_dir,
+rename, unlink) and the index of the call (counted from 0, per operation) that fails: it raises
 OSError with the fault's errno instead of doing anything, or, for a short write, writes
 half of the data, returns that count and fails the write of the rest. Only that call
 fails (and, for a short write, the write of the rest, and if asked the truncate that
 would remove the half); the fault is lifted afterwards, as when space comes back.
-``full`` fails every write with ENOSPC while it is set, as a disk that stays full does.
+``full`` fails every write and allocate with ENOSPC while it is set, as a disk that stays full does.
 
 A failed fdatasync can also lose data, as on Linux, where the pages it failed to write
 may be marked clean and never reach the disk: with ``drop_unsynced`` the bytes written
@@ -26,7 +26,16 @@ from typing import Final
 
 from tinymq.fileops import FileOps
 
-OPERATIONS: Final = ("open", "write", "fdatasync", "truncate", "fsync_dir", "rename", "unlink")
+OPERATIONS: Final = (
+    "open",
+    "write",
+    "allocate",
+    "fdatasync",
+    "truncate",
+    "fsync_dir",
+    "rename",
+    "unlink",
+)
 
 
 @dataclass(frozen=True)
@@ -62,10 +71,11 @@ class FaultFS(FileOps):
         self.created = 0  # files the open calls created
         self.fired = threading.Event()  # the fault's call was made
         self.failed: list[str] = []  # the operation of every call that failed, in order
-        # Guards calls, created, failed, _paths, _synced, _rest_fails and _cut_fails.
+        # Guards calls, created, failed, _paths, _ends, _synced, _rest_fails and _cut_fails.
         self._lock = threading.Lock()
         self._paths: dict[int, str] = {}  # fd -> path
-        self._synced: dict[str, int] = {}  # path -> size at its last successful fdatasync
+        self._ends: dict[str, int] = {}  # path -> end of the data written to it (not zeros)
+        self._synced: dict[str, int] = {}  # path -> data end at its last successful fdatasync
         self._rest_fails = False  # the next write is the rest of a short one: it fails
         self._cut_fails = False  # the next truncate, if no write comes first, fails
 
@@ -81,7 +91,9 @@ class FaultFS(FileOps):
             self.created += creating
             self._paths[fd] = path
             # What a file held when it was first opened counts as synced.
-            self._synced[path] = 0 if creating else self._synced.get(path, os.fstat(fd).st_size)
+            if creating or path not in self._ends:
+                self._ends[path] = 0 if creating else os.fstat(fd).st_size
+            self._synced[path] = 0 if creating else self._synced.get(path, self._ends[path])
         return fd
 
     def close(self, fd: int) -> None:
@@ -89,7 +101,7 @@ class FaultFS(FileOps):
             self._paths.pop(fd, None)
         super().close(fd)
 
-    def write(self, fd: int, data: bytes | memoryview) -> int:
+    def write(self, fd: int, data: bytes | memoryview, offset: int) -> int:
         fault = self._trip("write")
         with self._lock:
             rest_fails, self._rest_fails = self._rest_fails, False
@@ -99,17 +111,31 @@ class FaultFS(FileOps):
             raise self._failure("write", self.fault.errno, self._path(fd))
         if self.full:
             raise self._failure("write", errno.ENOSPC, self._path(fd))
-        if fault is None:
-            return super().write(fd, data)
-        if not fault.short:
+        if fault is not None and not fault.short:
             raise self._failure("write", fault.errno, self._path(fd))
+        if fault is not None:
+            with self._lock:
+                self._rest_fails, self._cut_fails = True, fault.uncut
+            data = data[: len(data) // 2]
+        done = super().write(fd, data, offset)
+        path = self._path(fd)
         with self._lock:
-            self._rest_fails, self._cut_fails = True, fault.uncut
-        return super().write(fd, data[: len(data) // 2])
+            self._ends[path] = max(self._ends.get(path, 0), offset + done)
+        return done
+
+    def allocate(self, fd: int, size: int) -> None:
+        fault = self._trip("allocate")
+        if self.full:
+            raise self._failure("allocate", errno.ENOSPC, self._path(fd))
+        if fault is not None:
+            raise self._failure("allocate", fault.errno, self._path(fd))
+        super().allocate(fd, size)
 
     def fdatasync(self, fd: int) -> None:
         fault = self._trip("fdatasync")
-        path, size = self._path(fd), os.fstat(fd).st_size
+        path = self._path(fd)
+        with self._lock:
+            size = self._ends.get(path, 0)
         if fault is not None:
             if self.drop_unsynced:
                 self._zero_unsynced(path, size)
@@ -129,6 +155,7 @@ class FaultFS(FileOps):
         path = self._path(fd)
         with self._lock:
             self._synced[path] = min(self._synced.get(path, size), size)
+            self._ends[path] = min(self._ends.get(path, size), size)
 
     def fsync_dir(self, path: str) -> None:
         fault = self._trip("fsync_dir")
@@ -141,9 +168,10 @@ class FaultFS(FileOps):
             raise self._failure("rename", fault.errno, src)
         super().rename(src, dst)
         with self._lock:
-            self._synced.pop(dst, None)
-            if src in self._synced:
-                self._synced[dst] = self._synced.pop(src)
+            for table in (self._synced, self._ends):
+                table.pop(dst, None)
+                if src in table:
+                    table[dst] = table.pop(src)
 
     def unlink(self, path: str) -> None:
         fault = self._trip("unlink")
@@ -152,6 +180,7 @@ class FaultFS(FileOps):
         super().unlink(path)
         with self._lock:
             self._synced.pop(path, None)
+            self._ends.pop(path, None)
 
     # -- helpers ----------------------------------------------------------------
 
@@ -181,7 +210,7 @@ class FaultFS(FileOps):
             start = self._synced.get(path, 0)
         if size <= start:
             return
-        fd = os.open(path, os.O_WRONLY)  # not the store's fd: O_APPEND ignores the offset
+        fd = os.open(path, os.O_WRONLY)  # not the store's: its write calls are counted
         try:
             os.pwrite(fd, bytes(size - start), start)
         finally:

@@ -48,9 +48,10 @@ class Rec:
 
 
 def parse_segment(data: bytes) -> list[Rec]:
-    """Every record of a pristine segment; raises ValueError on any defect."""
+    """Every record of a pristine segment (zeros after the last are its unused allocated
+    space); raises ValueError on any defect."""
     recs, offset = [], 0
-    while offset < len(data):
+    while offset < len(data) and data[offset:].strip(b"\0"):
         if offset + HEADER.size > len(data):
             raise ValueError(f"partial header at {offset}")
         magic, crc, kind, length, rec_id, _time = HEADER.unpack_from(data, offset)
@@ -196,9 +197,11 @@ def expect(log: Log, files: dict[str, bytes]) -> Expected:
             else:
                 out.ranges.append(Range(name, start, end - start))
         # Records cut off whole are missing too: what follows is after the damage.
-        damage_seen = damage_seen or len(files[name]) < len(log.segments[name])
+        records = log.records[name]
+        damage_seen = damage_seen or (bool(records) and len(files[name]) < records[-1].end)
+    unnamed = _end_at_zeros(log, files, out)
     for r in out.ranges:
-        if r.segment == names[-1] and r.end == len(files[r.segment]):
+        if r.segment == names[-1] and r.end == len(files[r.segment].rstrip(b"\0")):
             out.torn = r
         else:
             out.corruption.append(r)
@@ -217,7 +220,38 @@ def expect(log: Log, files: dict[str, bytes]) -> Expected:
     unacked_lost = out.damaged_msgs - log.acked
     # Ids from next_id on are issued again, so a torn tail's last records go unnamed.
     out.must_name = {i for i in _telling(log, files) if i in unacked_lost and i < out.next_id}
+    out.must_name -= unnamed
     return out
+
+
+def _end_at_zeros(log: Log, files: dict[str, bytes], out: Expected) -> set[int]:
+    """End each segment's last damaged range where only zeros are left after it.
+
+    Zeros after a segment's records read as its unused allocated space, so a damaged
+    range with nothing intact after it stops where they begin, and one that is all
+    zeros is no damage at all. Returns the ids of the MSG records lying wholly in
+    those zeros: recovery cannot tell them from unused space, so it cannot name them.
+    """
+    unnamed: set[int] = set()
+    for name in log.names:
+        mine = [r for r in out.ranges if r.segment == name]
+        if not mine:
+            continue
+        last, new = mine[-1], files[name]
+        if new[last.end :].strip(b"\0"):
+            continue  # an intact record follows it
+        end = last.offset + len(new[last.offset :].rstrip(b"\0"))
+        index = out.ranges.index(last)
+        if end > last.offset:
+            out.ranges[index] = Range(name, last.offset, end - last.offset)
+        else:
+            del out.ranges[index]
+        unnamed |= {
+            r.id
+            for r in log.records[name]
+            if r.kind == MSG and r.offset >= end and r.end <= last.end
+        }
+    return unnamed
 
 
 def _telling(log: Log, files: dict[str, bytes]) -> Iterator[int]:
@@ -249,15 +283,16 @@ def _telling(log: Log, files: dict[str, bytes]) -> Iterator[int]:
 def _units(log: Log, name: str, new: bytes) -> Iterator[tuple[int, int, Rec | None]]:
     """(start, end, record) of each record of segment ``name`` still (partly) in ``new``,
     with ``None`` for a record with a changed or missing byte, then any bytes appended."""
-    orig = log.segments[name]
+    orig, data_end = log.segments[name], 0
     for rec in log.records[name]:
         if rec.offset >= len(new):
             return  # cut off whole: gone without a trace
         end = min(rec.end, len(new))
         intact = end == rec.end and new[rec.offset : end] == orig[rec.offset : end]
         yield rec.offset, end, rec if intact else None
-    if len(new) > len(orig):
-        yield len(orig), len(new), None
+        data_end = rec.end
+    if new[data_end:].strip(b"\0"):  # bytes written over its unused space, or after it
+        yield data_end, len(new), None
 
 
 def drain(store: DurableStore) -> list[Msg]:

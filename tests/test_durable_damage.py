@@ -184,8 +184,8 @@ def check_torn_tail(
     cut = files[want.torn.segment][torn.offset : torn.offset + torn.length]
     assert Path(torn.quarantined).read_bytes() == cut
     size = (directory / want.torn.segment).stat().st_size
-    bounds = {r.offset for r in log.records[want.torn.segment]}
-    assert size == torn.offset and size in bounds | {len(log.segments[want.torn.segment])}
+    bounds = {edge for r in log.records[want.torn.segment] for edge in (r.offset, r.end)}
+    assert size == torn.offset and size in bounds
     warnings = [r.getMessage() for r in logged if r.levelno == logging.WARNING]
     assert any(str(torn) in w for w in warnings), warnings
 

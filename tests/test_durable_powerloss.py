@@ -171,7 +171,9 @@ def crash_states(seed: int, fsync: str, work: Path) -> list[tuple[Path, History]
 
 def recover(state: Path, history: History, fsync: str) -> Outcome:
     """Open a crash state with the real FileOps and check the oracle against ``history``."""
-    options = DurableOptions(fsync=fsync, fsync_interval=0.001, on_corruption="skip")
+    options = DurableOptions(
+        fsync=fsync, fsync_interval=0.001, segment_size=4096, on_corruption="skip"
+    )
     store = DurableStore(str(state / QUEUE), QUEUE, options, LOG)
     try:
         report, msgs = store.report, drain(store)
@@ -279,8 +281,9 @@ class SyncProbe(FileOps):
     """Real FileOps that records, per file, how many bytes the last fdatasync covered."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()  # guards paths, synced, syncs
+        self.lock = threading.Lock()  # guards paths, ends, synced, syncs
         self.paths: dict[int, str] = {}
+        self.ends: dict[str, int] = {}  # path -> end of the bytes written to it
         self.synced: dict[str, int] = {}
         self.syncs = 0
         self.last_write = threading.local()  # .end: (path, end offset) of this thread's write
@@ -291,17 +294,21 @@ class SyncProbe(FileOps):
             self.paths[fd] = path
         return fd
 
-    def write(self, fd: int, data: bytes | memoryview) -> int:
-        done = super().write(fd, data)
-        self.last_write.end = (self.paths[fd], os.lseek(fd, 0, os.SEEK_CUR))
+    def write(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        done = super().write(fd, data, offset)
+        with self.lock:
+            path = self.paths[fd]
+            self.ends[path] = max(self.ends.get(path, 0), offset + done)
+        self.last_write.end = (path, offset + done)
         return done
 
     def fdatasync(self, fd: int) -> None:
-        size = os.fstat(fd).st_size  # what this sync is sure to cover
+        with self.lock:
+            path = self.paths[fd]
+            size = self.ends.get(path, 0)  # what this sync is sure to cover
         super().fdatasync(fd)
         with self.lock:
             self.syncs += 1
-            path = self.paths[fd]
             self.synced[path] = max(self.synced.get(path, 0), size)
 
 

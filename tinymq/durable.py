@@ -403,11 +403,11 @@ class DurableStore:
         """Append ``record`` whole, or leave the file as it was; return its offset."""
         fd, start, done = self._fd, self._offset, 0
         try:
-            done = self._ops.write(fd, record)
+            done = self._ops.write(fd, record, start)
             if done < len(record):  # a short write: go on from where it stopped
                 view = memoryview(record)
                 while done < len(view):
-                    done += self._ops.write(fd, view[done:])
+                    done += self._ops.write(fd, view[done:], start + done)
         except OSError as exc:
             if done:
                 self._cut_back(fd, start)
@@ -452,12 +452,13 @@ class DurableStore:
         """Create segment ``number`` with its HEAD record, durably, and write to it from now on."""
         path = os.path.join(self._dir, wal.segment_name(number))
         head = wal.encode_head(number, self.next_id, self._state.ledger.lowest_live(), time.time())
-        fd = self._ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
+        fd = self._ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             failpoint("segment.after_create")
             done = 0
             while done < len(head):
-                done += self._ops.write(fd, head[done:])
+                done += self._ops.write(fd, head[done:], done)
+            self._preallocate(fd, number)
             with self._fatal(f"fdatasync of segment {number}"):
                 self._ops.fdatasync(fd)
             failpoint("segment.before_dir_fsync")
@@ -474,6 +475,18 @@ class DurableStore:
         self._tail = (fd, self._written)
         self._state.live.setdefault(number, 0)
         self._commit.advance(self._written)
+
+    def _preallocate(self, fd: int, number: int) -> None:
+        """Allocate the segment whole, zeros after its HEAD, synced with it.
+
+        A record then lands in allocated space and its fdatasync has no file size to
+        commit. Where that fails (a nearly full disk, a file system without it) the
+        segment grows with each write instead, as a plain append: slower, as safe.
+        """
+        try:
+            self._ops.allocate(fd, self._opt.segment_size)
+        except OSError as exc:
+            self._log.debug("queue %r: segment %d not preallocated: %s", self.name, number, exc)
 
     @contextlib.contextmanager
     def _fatal(self, what: str) -> Iterator[None]:

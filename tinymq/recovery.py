@@ -170,7 +170,7 @@ class _Reader:
                     if isinstance(item, wal.Record):
                         visit(buf, number, item)
                     elif newest is not None:
-                        self.lost.damaged(path, buf, item, torn=newest and item.end == len(buf))
+                        self.lost.damaged(path, buf, item, torn=newest and item.tail)
             finally:
                 if isinstance(buf, mmap.mmap):
                     buf.close()
@@ -249,4 +249,4 @@ def _cut_torn_tail(ops: FileOps, directory: str, tail: Damage) -> Damage:
 def _write_all(ops: FileOps, fd: int, data: bytes) -> None:
     view, done = memoryview(data), 0
     while done < len(view):
-        done += ops.write(fd, view[done:])
+        done += ops.write(fd, view[done:], done)

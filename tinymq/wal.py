@@ -11,8 +11,10 @@ A record is a 32-byte header and a payload, little endian::
     id     u64 the message id (for HEAD: the segment number)
     time   f64 seconds since the epoch when the record was made
 
-A segment begins with a HEAD record whose payload holds the next id to issue and the
-lowest unacknowledged id when it was created. MSG carries the serialized data; a MSG
+A segment file is allocated whole when it is created, so zeros follow its last record:
+its records end where nothing but zeros is left. A segment begins with a HEAD record
+whose payload holds the next id to issue and the lowest unacknowledged id when it was
+created. MSG carries the serialized data; a MSG
 for an id already in the log replaces it (a message moved forward). ACK has no payload.
 SCHED follows the MSG of its id: the message waits until a due time (a delayed publish
 or a retry), and its next delivery is the given attempt.
@@ -46,6 +48,8 @@ _KIND_BYTES: Final = {
 }
 
 Buffer = bytes | mmap.mmap  # a segment's bytes, read or mapped
+
+_ZERO_SCAN_CHUNK = 1 << 16  # bytes compared at a time when looking for a segment's end
 
 _SEGMENT_NAME = re.compile(r"^(\d{10})\.wal$")
 
@@ -114,10 +118,14 @@ class Record(NamedTuple):
 
 @dataclass(frozen=True)
 class BadRange:
-    """Bytes ``[start, end)`` of a segment that hold no valid record."""
+    """Bytes ``[start, end)`` of a segment that hold no valid record.
+
+    ``tail``: no valid record follows it in the segment (only zeros, if anything).
+    """
 
     start: int
     end: int
+    tail: bool = False
 
 
 def parse(buf: Buffer, offset: int, max_record: int) -> Record | None:
@@ -141,7 +149,8 @@ def scan(buf: Buffer, max_record: int) -> Iterator[Record | BadRange]:
 
     After damage, reading resumes at the next offset where a whole valid record starts,
     found by searching for the magic, so a scan is linear in practice and never reads
-    a length it has not bounded.
+    a length it has not bounded. Zeros after the last record are the segment's unused
+    allocated space, not damage: a damaged range before them ends where they begin.
     """
     offset, size = 0, len(buf)
     while offset < size:
@@ -151,8 +160,25 @@ def scan(buf: Buffer, max_record: int) -> Iterator[Record | BadRange]:
             offset = record.end
             continue
         resume = _resync(buf, offset + 1, max_record)
+        if resume == size:
+            end = _zeros_from(buf, offset)
+            if end > offset:
+                yield BadRange(offset, end, tail=True)
+            return
         yield BadRange(offset, resume)
         offset = resume
+
+
+def _zeros_from(buf: Buffer, start: int) -> int:
+    """Where the run of zero bytes that ends ``buf`` begins, at ``start`` or later."""
+    end = len(buf)
+    while end > start:
+        begin = max(start, end - _ZERO_SCAN_CHUNK)
+        nonzero = len(buf[begin:end].rstrip(b"\0"))
+        if nonzero:
+            return begin + nonzero
+        end = begin
+    return start
 
 
 def _resync(buf: Buffer, start: int, max_record: int) -> int:
