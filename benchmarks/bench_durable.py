@@ -7,6 +7,10 @@ and the targets are ratios to contenders run in the same directory in the same r
 * Raw loop. ``os.write`` of one 200-byte record then ``os.fdatasync``, per record, on a
   new file: the physical limit of ``fsync="always"`` for one thread. Also one
   fdatasync per 100 records, as a reference for what batching can reach.
+* Raw loop, allocated file. ``os.pwrite`` of the same record in place into a file
+  allocated beforehand (``posix_fallocate``), then ``os.fdatasync``, per record: the
+  layout of tinymq's segments, whose syncs have no file size to commit; the limit of
+  ``fsync="always"`` for one thread with that layout.
 * tinymq. ``publish`` of a JSON payload that makes the same 200-byte record, to a
   durable queue whose consumer is not started: each fsync policy from 1 and 8
   threads (with ``"always"``, 8 threads share syncs: group commit). Then the
@@ -81,6 +85,7 @@ SYNC_ROUND_S = {True: 0.15, False: 0.6}  # quick, full: seconds of fdatasync per
 
 RAW = "raw write+fdatasync, 1 thread"
 RAW_BATCH = f"raw write, 1 fdatasync per {PER_SYNC}"
+RAW_ALLOCATED = "raw pwrite+fdatasync, allocated file"
 ALWAYS_1 = 'tinymq "always", 1 thread'
 ALWAYS_N = f'tinymq "always", {THREADS} threads'
 INTERVAL = 'tinymq "interval", 1 thread'
@@ -247,6 +252,32 @@ def raw_round(directory: str, messages: int, per_sync: int) -> Timed:
     return Timed(elapsed)
 
 
+def raw_allocated_round(directory: str, messages: int) -> Timed:
+    """Write ``messages`` records in place into a file allocated first, one fdatasync each.
+
+    The layout of tinymq's segments: the file's size does not change with a record, so
+    its fdatasync has only data to flush.
+    """
+    path = os.path.join(directory, "raw-allocated.log")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    pwrite, sync, record = os.pwrite, os.fdatasync, RECORD
+    try:
+        os.posix_fallocate(fd, 0, messages * len(record))
+        os.fsync(fd)
+        gc.collect()
+        start = time.perf_counter()
+        for offset in range(0, messages * len(record), len(record)):
+            pwrite(fd, record, offset)
+            sync(fd)
+        elapsed = time.perf_counter() - start
+        with open(path, "rb") as f:
+            written = f.read().count(record)
+    finally:
+        os.close(fd)
+    check("raw allocated loop", "records on disk", written, messages)
+    return Timed(elapsed)
+
+
 def publish_threads(
     threads: int, messages: int, publish: Callable[[], int]
 ) -> tuple[float, list[int]]:
@@ -382,6 +413,7 @@ class Contender:
 CONTENDERS = (
     Contender(RAW, partial(raw_round, per_sync=1), fast=False),
     Contender(RAW_BATCH, partial(raw_round, per_sync=PER_SYNC), fast=True),
+    Contender(RAW_ALLOCATED, raw_allocated_round, fast=False),
     Contender(ALWAYS_1, partial(tinymq_round, fsync="always", threads=1), fast=False),
     Contender(ALWAYS_N, partial(tinymq_round, fsync="always", threads=THREADS), fast=False),
     Contender(INTERVAL, partial(tinymq_round, fsync="interval", threads=1), fast=True),
@@ -733,6 +765,13 @@ def targets(res: DurableResult) -> list[Target]:
             'durable "always" 1 thread / raw fdatasync loop',
             rows[ALWAYS_1],
             rows[RAW],
+            False,
+            ALWAYS_VS_RAW,
+        ),
+        _ratio(
+            'durable "always" 1 thread / raw loop, allocated file',
+            rows[ALWAYS_1],
+            rows[RAW_ALLOCATED],
             False,
             ALWAYS_VS_RAW,
         ),
