@@ -423,12 +423,12 @@ CONTENDERS = (
         fast=True,
         full_only=True,
     ),
-    Contender(NEVER, partial(tinymq_round, fsync="never", threads=1), fast=True),
+    Contender(NEVER, partial(tinymq_round, fsync="never", threads=1), fast=True, full_only=True),
     Contender(
         NEVER_N, partial(tinymq_round, fsync="never", threads=THREADS), fast=True, full_only=True
     ),
     Contender(SQLITE, sqlite_round, fast=False, needs="persistqueue"),
-    Contender(FILE_QUEUE, file_queue_round, fast=False, needs="persistqueue"),
+    Contender(FILE_QUEUE, file_queue_round, fast=False, needs="persistqueue", full_only=True),
 )
 
 

@@ -791,7 +791,8 @@ def run(config: Config, redis: ModuleType | None, redis_skipped: str | None) -> 
     section(10, "Redis")
     redis_result = None
     if redis is not None:
-        redis_result = redis.measure(config.quick, config.rounds)
+        # Quick: one round; each row starts its processes, which is most of its time.
+        redis_result = redis.measure(config.quick, None if config.quick else config.rounds)
     else:
         progress(f"Redis: {redis_skipped}")
     return Results(
