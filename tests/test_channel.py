@@ -251,3 +251,55 @@ def test_a_send_never_overtakes_an_item_waiting_in_in() -> None:
     src.send("b")  # must not go straight to `out` ahead of "a"
     src._direct = None
     assert (list(src.recv_all()), len(dst)) == (["a", "b"], 0)
+
+
+def test_recv_many_takes_up_to_its_limit_in_order_without_waiting_for_more() -> None:
+    ch: Channel[int] = Channel(10)
+    for i in range(5):
+        ch.send(i)
+    assert ch.recv_many(3) == [0, 1, 2]
+    assert ch.recv_many(64) == [3, 4]
+
+
+def test_recv_many_blocks_while_empty_until_a_send() -> None:
+    ch: Channel[int] = Channel(1)
+    thread, done, result = run_in_thread(lambda: ch.recv_many(8))
+    assert not done.wait(BLOCKED), "recv_many returned from an empty channel"
+    ch.send(7)
+    assert done.wait(5)
+    thread.join()
+    assert result == [[7]]
+
+
+def test_recv_many_returns_what_was_sent_before_close_then_raises() -> None:
+    ch: Channel[int] = Channel(5)
+    ch.send(1)
+    ch.send(2)
+    ch.close()
+    assert ch.recv_many(64) == [1, 2]
+    with pytest.raises(ChannelClosedError):
+        ch.recv_many(64)
+
+
+def test_close_wakes_a_blocked_recv_many_which_raises() -> None:
+    ch: Channel[int] = Channel(1)
+    thread, done, result = run_in_thread(lambda: ch.recv_many(4))
+    assert not done.wait(BLOCKED), "recv_many returned from an empty channel"
+    ch.close()
+    assert done.wait(5)
+    thread.join()
+    assert len(result) == 1 and isinstance(result[0], ChannelClosedError)
+
+
+def test_recv_many_makes_room_for_as_many_blocked_senders_as_it_took() -> None:
+    ch: Channel[int] = Channel(2)
+    ch.send(1)
+    ch.send(2)
+    senders = [run_in_thread(lambda i=i: ch.send(10 + i)) for i in range(2)]
+    for _, done, _ in senders:
+        assert not done.wait(BLOCKED), "send returned while the channel was full"
+    assert ch.recv_many(2) == [1, 2]
+    for thread, done, _ in senders:
+        assert done.wait(5), "a sender stayed blocked with room in the channel"
+        thread.join()
+    assert sorted(ch.recv_many(8)) == [10, 11]

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.helpers import Recorder
 from tinymq import (
     MQ,
@@ -295,3 +296,26 @@ def test_running_and_repr_follow_the_lifecycle() -> None:
     mq.stop()
     assert not mq.running
     assert repr(mq) == "<MQ stopped queues=['q']>"
+
+
+def test_a_sole_consumer_takes_waiting_messages_in_batches_they_stay_pending_and_in_order() -> None:
+    started, release, got = threading.Event(), threading.Event(), []
+
+    def consumer(ctx: Context, msg: Msg) -> None:
+        got.append(msg.data)
+        started.set()
+        release.wait(10)
+
+    mq = MQ()
+    mq.register_queue("q", consumer, 1)
+    for i in range(10):
+        mq.publish("q", i)
+    mq.start()
+    assert started.wait(5)
+    # The worker may hold up to nine of them behind its call: they are still pending.
+    wait_until(lambda: mq.stats()["q"].pending == 9)
+    assert mq.stats()["q"].in_flight == 1
+    release.set()
+    mq.stop(10)
+    assert got == list(range(10))
+    assert mq.stats()["q"].pending == 0

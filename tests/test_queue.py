@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import wait_until
 from tinymq import Msg, Queue, QueueClosedError, StateError
 
 
@@ -161,3 +162,36 @@ def test_any_enqueue_sequence_comes_out_whole_and_in_order(  # noqa: PLR0917 - d
         assert [position[x] for x in r] == sorted(position[x] for x in r)
     if consumers == 1:
         assert received[0] == order
+
+
+def test_a_batch_receiver_takes_what_out_holds_and_what_it_holds_stays_backlog() -> None:
+    q = Queue(8, 8)
+    for i in range(5):
+        q.enqueue(msg(i))
+    q.start()
+    wait_until(lambda: len(q.dequeue()) == 5)  # the forwarder moved all five to out
+    received = q.receive(64)
+    assert next(received).id == 0
+    assert len(q.dequeue()) == 0, "the receiver took one message at a time"
+    assert q.backlog == 4
+    q.close()
+    assert [m.id for m in received] == [1, 2, 3, 4]
+    assert q.backlog == 0
+    assert q.wait(5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(count=st.integers(0, 300), batch=st.integers(1, 70))
+def test_a_batch_receiver_gets_every_message_once_in_order(count: int, batch: int) -> None:
+    q = Queue(4, 4)
+    q.start()
+    got: list[int] = []
+    receiver = threading.Thread(target=lambda: got.extend(m.id for m in q.receive(batch)))
+    receiver.start()
+    for i in range(count):
+        q.enqueue(msg(i))
+    q.close()
+    receiver.join(10)
+    assert not receiver.is_alive(), "the receiver did not end after close"
+    assert got == list(range(count))
+    assert q.wait(5)

@@ -119,6 +119,24 @@ class Channel(Generic[T]):
                 _wake(self._writable)
             return item  # type: ignore[no-any-return]
 
+    def recv_many(self, limit: int) -> list[T]:
+        """Remove and return up to ``limit`` items, blocking while the channel is empty.
+
+        Raises:
+            ChannelClosedError: the channel is closed and drained.
+        """
+        with self._readable:
+            buf = self._buf
+            if not buf:
+                self._readable.wait_for(lambda: self._buf)
+            n = min(limit, len(buf) - self._closed)
+            if n <= 0:
+                raise ChannelClosedError("recv on closed channel")
+            items = [buf.popleft() for _ in range(n)]
+            if self._notify_room:
+                _wake(self._writable, n)
+            return items
+
     def recv_all(self) -> list[T]:
         """Remove and return every buffered item without blocking ([] if none).
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Final, Protocol
 
 from tinymq.channel import Channel, bridge, signal, wait_ready
@@ -80,6 +81,7 @@ class Queue:
         self._finished = [0] * slots  # calls settled per consumer slot; one writer each
         for msg, delay in self._store.scheduled():
             self._later.append((msg, time.monotonic() + delay))
+        self._held: list[deque[Msg]] = []  # messages receivers took and have not yielded
         # Guards _thread; until _thread is set it also guards _pending.
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -191,6 +193,31 @@ class Queue:
             self._pending.extend((msg,))
             return True
 
+    def receive(self, batch: int = 1) -> Iterator[Msg]:
+        """Yield messages from ``out`` until it is closed and drained, as ``dequeue()``.
+
+        With ``batch`` > 1 it takes up to that many waiting messages per lock acquisition:
+        only for a queue's sole consumer, since the messages it holds wait behind its
+        current call (a second consumer could have taken them). They still count in
+        ``backlog``.
+        """
+        out = self.dequeue()
+        if batch == 1:
+            yield from out
+            return
+        held: deque[Msg] = deque()
+        self._held.append(held)
+        try:
+            while True:
+                try:
+                    held.extend(out.recv_many(batch))
+                except ChannelClosedError:
+                    return
+                while held:
+                    yield held.popleft()
+        finally:
+            self._held.remove(held)
+
     def dequeue(self) -> Channel[Msg]:
         """Return the ``out`` channel that consumers receive from."""
         if self._outlet is not None:
@@ -234,7 +261,8 @@ class Queue:
     def backlog(self) -> int:
         """Messages accepted and not yet received from ``out`` (approximate)."""
         out = len(self._out) if self._outlet is None else len(self._outlet)
-        return len(self._in) + self.pending + self.delayed + out
+        held = sum(len(h) for h in tuple(self._held))
+        return len(self._in) + self.pending + self.delayed + out + held
 
     def _run(self) -> None:
         """Forwarder loop: the only code that touches ``_pending`` and ``_schedule`` after start.
