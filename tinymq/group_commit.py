@@ -37,8 +37,8 @@ class GroupCommit:
 
     def __init__(self, sync: Callable[[], int]) -> None:
         self._sync = sync
-        # Guards _synced, _leased, _waiting and error. A waiter's gate is released
-        # only with it held, and only after the waiter was taken off _waiting.
+        # Guards _synced, _leased, _waiting and error. A waiter's gate is released once,
+        # with it held, as the waiter leaves _waiting.
         self._lock = threading.Lock()
         self._synced = 0  # every position up to here is durable
         self._leased = False  # a thread holds the lease: syncing or rolling the log
