@@ -436,3 +436,24 @@ def test_acknowledged_delayed_messages_leave_no_schedule_behind(data_dir: Path) 
         assert done.wait(10)
         wait_until(lambda: store.live == 0)
         assert store.scheduled_count == 0
+
+
+def test_a_segment_is_allocated_whole_while_written_and_trimmed_to_its_records_on_stop(
+    data_dir: Path,
+) -> None:
+    size = 64 * 1024
+    mq = MQ(data_dir=data_dir, segment_size=size)
+    mq.register_queue("q", Collector(), durable=True)
+    for n in range(10):
+        mq.publish("q", n)
+    (segment,) = (data_dir / "queues" / "q").glob("*.wal")
+    assert segment.stat().st_size == size, "the segment was not allocated whole"
+    mq.stop()  # never started: the ten stay pending
+    records = segment.read_bytes()
+    assert len(records) < size and records.endswith(b"9"), "not trimmed to its last record"
+    got = Collector()
+    mq = MQ(data_dir=data_dir, segment_size=size)
+    mq.register_queue("q", got, durable=True)
+    with mq:
+        pass
+    assert got.ids == list(range(10)) and all(m.redelivered for m in got.msgs)

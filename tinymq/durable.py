@@ -599,7 +599,27 @@ class DurableStore:
                 self._collect()  # what the consumers acknowledged since the last roll
                 with contextlib.suppress(StorageError):  # logged by _fail
                     self._wait_synced(self._written)
+            if self._error is None:
+                self._trim_tail()
             self._close_files()
+
+    def _trim_tail(self) -> None:
+        """Give back the newest segment's unused allocation (holds _lock, all synced).
+
+        The next run starts a segment of its own, so this one is never written again,
+        and opening it then need not read past its records. Best effort: a segment left
+        whole is only bigger.
+        """
+        if self._fd < 0:
+            return
+        try:
+            self._ops.truncate(self._fd, self._offset)
+            if self._opt.fsync != "never":
+                self._ops.fdatasync(self._fd)
+        except OSError as exc:
+            self._log.warning(
+                "queue %r: cannot trim segment %d to its records: %s", self.name, self._segment, exc
+            )
 
     def _close_files(self) -> None:
         for fd in [self._fd, *self._readers.values()]:
