@@ -32,7 +32,7 @@ from typing import Final
 
 from tinymq import recovery, wal
 from tinymq.errors import QueueClosedError, StorageError, StorageFullError
-from tinymq.failpoints import failpoint
+from tinymq.failpoints import armed, failpoint
 from tinymq.fileops import REAL, FileOps
 from tinymq.group_commit import GroupCommit
 from tinymq.message import Msg
@@ -110,6 +110,9 @@ class DurableStore:
         self._tail = (-1, 0)  # (fd, _written), replaced whole so a syncer reads it unlocked
         # Positions are bytes written in this run; its error makes the store failed.
         self._commit = GroupCommit(self._sync)
+        # What a publish with fsync="always" waits on; the kill point only when armed.
+        fast = not armed("publish.after_sync")
+        self._published = self._commit.wait if fast else self._wait_published
         self._closed = False
         self._closing = threading.Event()
         with self._lock:
@@ -199,7 +202,7 @@ class DurableStore:
             written = self._written
         failpoint("publish.after_write")
         if self._opt.fsync == "always":
-            return delivered, functools.partial(self._wait_published, written)
+            return delivered, functools.partial(self._published, written)
         return delivered, no_wait
 
     def _append_record(self, record: bytes) -> int:

@@ -37,6 +37,11 @@ _passes: dict[str, int] = {}
 _lock = threading.Lock()  # guards _passes
 
 
+def armed(name: str) -> bool:
+    """Whether point ``name`` would kill this process on some pass."""
+    return name in _armed
+
+
 def failpoint(name: str) -> None:
     """Kill this process with SIGKILL if ``name`` is armed and this is its chosen pass."""
     hit = _armed.get(name)
