@@ -195,7 +195,7 @@ class DurableStore:
                 if not self._collect() or self._error is not None:
                     raise
                 offset = self._append_record(record)
-            self._place(msg.id, self._segment, offset, len(payload))
+            self._state.place(msg.id, self._segment, offset, len(payload))
             if delay is not None:
                 self._state.sched[msg.id] = (now + delay, 1)
             self.next_id = msg.id + 1
@@ -432,9 +432,6 @@ class DurableStore:
         except OSError as exc:
             self._fail(exc, f"truncating segment {self._segment} after a failed write")
 
-    def _place(self, msg_id: int, segment: int, offset: int, length: int) -> None:
-        self._state.place(msg_id, segment, offset, length)
-
     def _roll(self) -> None:
         """Start the next segment once the current one is durable, then collect old ones."""
         with self._commit.exclusive():  # no sync may use the old fd from here on
@@ -544,7 +541,7 @@ class DurableStore:
                 if sched is not None:  # its SCHED record goes with it
                     moved += wal.encode_sched(msg_id, *sched, record.time)
                 offset = self._write(moved)
-                self._place(msg_id, self._segment, offset, len(payload))
+                self._state.place(msg_id, self._segment, offset, len(payload))
         except OSError as exc:  # StorageError included: keep the old segment, try later
             self._log.warning(
                 "queue %r: cannot move segment %d forward: %s", self.name, segment, exc
