@@ -129,7 +129,7 @@ class Channel(Generic[T]):
             buf = self._buf
             if not buf:
                 self._readable.wait_for(lambda: self._buf)
-            n = min(limit, len(buf) - self._closed)
+            n = min(limit, len(buf) - self._closed)  # once closed, the last item is _CLOSED
             if n <= 0:
                 raise ChannelClosedError("recv on closed channel")
             items = [buf.popleft() for _ in range(n)]
