@@ -194,6 +194,32 @@ def test_astop_timeout_raises_counts_what_is_left_and_a_second_astop_drains() ->
     assert done == [0, 1, 2]
 
 
+def test_a_sole_task_counts_the_rest_of_its_batch_as_waiting_and_runs_it_in_order() -> None:
+    gate = asyncio.Event()
+    done: list[int] = []
+
+    async def gated(ctx: Context, msg: Msg) -> None:
+        await gate.wait()
+        done.append(msg.id)
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("slow", gated)
+        for i in range(10):  # before start: the forwarder hands them over as one batch
+            mq.publish("slow", i)
+        await mq.astart()
+        await until(lambda: mq.stats()["slow"].in_flight == 1)
+        stats = mq.stats()["slow"]
+        assert (stats.pending, stats.in_flight) == (9, 1)
+        with pytest.raises(TimeoutError, match=r"queue 'slow': 9 waiting, 1 in consumer calls"):
+            await mq.astop(timeout=0.05)
+        gate.set()
+        await mq.astop()
+
+    asyncio.run(main())
+    assert done == list(range(10))
+
+
 def test_cancelling_the_context_is_seen_by_async_consumers() -> None:
     ctx = Context()
     woke: list[bool] = []

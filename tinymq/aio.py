@@ -4,9 +4,10 @@ A queue whose consumer is ``async def`` delivers to a ``JanusOutlet`` instead of
 ``out``: the forwarder puts each batch, as one list, into the janus queue's sync side,
 so crossing from thread to loop costs one wake-up per batch, not per message. On the
 loop a feeder task spreads the batches over an ``asyncio.Queue`` that ``concurrency``
-consumer tasks get from, in order. The tasks run on the loop that called
-``MQ.astart()``, or on a loop thread the MQ owns (see loops.py). Only the loop's
-thread touches the tasks, the asyncio.Queue and ``AsyncWorkers._live``.
+consumer tasks get from, in order; a sole consumer task (concurrency 1) takes the
+batches itself, since it would run them in that order anyway. The tasks run on the
+loop that called ``MQ.astart()``, or on a loop thread the MQ owns (see loops.py).
+Only the loop's thread touches the tasks, the asyncio.Queue and ``AsyncWorkers._live``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import janus
@@ -78,8 +79,7 @@ class AsyncWorkers:
     ) -> None:
         self.name = name
         self.outlet = JanusOutlet()
-        self.tasks: list[asyncio.Task[None]] = []  # the consumer tasks, then the feeder
-        self._ready: asyncio.Queue[Any] | None = None  # messages in order, then _END
+        self.tasks: list[asyncio.Task[None]] = []  # the consumer tasks, then any feeder
         self.done = threading.Event()
         self._consumer, self._concurrency = consumer, concurrency
         self._busy, self._log, self._on_gone = busy, log, on_gone
@@ -96,14 +96,31 @@ class AsyncWorkers:
         """Create the tasks; must run on the loop's thread."""
         loop = asyncio.get_running_loop()
         self._live = self._concurrency
-        self._ready = asyncio.Queue()
+        if self._concurrency == 1:  # the sole task takes the batches itself: no feeder hop
+            self.tasks = [
+                loop.create_task(
+                    self._work(0, ctx, self._take_batch), name=f"tinymq:{self.name}:task-0"
+                )
+            ]
+            return
+        ready: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def take_one() -> tuple[Msg, ...] | None:
+            msg = await ready.get()
+            return None if msg is _END else (msg,)
+
         self.tasks = [
-            loop.create_task(self._work(i, ctx, self._ready), name=f"tinymq:{self.name}:task-{i}")
+            loop.create_task(self._work(i, ctx, take_one), name=f"tinymq:{self.name}:task-{i}")
             for i in range(self._concurrency)
         ]
-        self.tasks.append(
-            loop.create_task(self._feed(self._ready), name=f"tinymq:{self.name}:feeder")
-        )
+        self.tasks.append(loop.create_task(self._feed(ready), name=f"tinymq:{self.name}:feeder"))
+
+    async def _take_batch(self) -> list[Msg] | None:
+        """The next batch from janus for a sole task; None once the outlet is drained."""
+        try:
+            return await self.outlet.queue.async_q.get()
+        except janus.AsyncQueueShutDown:
+            return None
 
     async def _feed(self, ready: asyncio.Queue[Any]) -> None:
         """Spread each batch from janus over ``ready``; once drained, end every task."""
@@ -118,26 +135,31 @@ class AsyncWorkers:
         for _ in range(self._concurrency):
             put(_END)
 
-    async def _work(self, task_id: int, ctx: Context, ready: asyncio.Queue[Any]) -> None:
-        """Task loop: one consumer call at a time until the outlet is closed and drained."""
-        get, busy, outlet, stats = ready.get, self._busy, self.outlet, self._stats[task_id]
+    async def _work(
+        self, task_id: int, ctx: Context, take: Callable[[], Awaitable[Sequence[Msg] | None]]
+    ) -> None:
+        """Task loop: one consumer call at a time until ``take`` says the outlet is drained.
+
+        ``take`` gives the next messages in order: one at a time from the shared
+        ``ready`` queue, or a whole batch for a sole task. Messages a task holds and has
+        not started count as not taken (``JanusOutlet.__len__``).
+        """
+        busy, outlet, stats = self._busy, self.outlet, self._stats[task_id]
         clock = time.perf_counter
         cancelled = False
         try:
-            while True:
-                msg = await get()
-                if msg is _END:
-                    return
-                outlet.taken += 1
-                self._take(msg)
-                busy[task_id] = msg.id
-                stats.delivered += 1  # as the call starts: delivered = settled + in flight
-                started = clock()
-                error = await self._call(task_id, ctx, msg)
-                stats.latencies.append(clock() - started)
-                self._settle(msg, error, stats, task_id)  # ack, retry or dead letter
-                error = None  # no reference cycle through the traceback
-                busy[task_id] = None
+            while (msgs := await take()) is not None:
+                for msg in msgs:
+                    outlet.taken += 1
+                    self._take(msg)
+                    busy[task_id] = msg.id
+                    stats.delivered += 1  # as the call starts: delivered = settled + in flight
+                    started = clock()
+                    error = await self._call(task_id, ctx, msg)
+                    stats.latencies.append(clock() - started)
+                    self._settle(msg, error, stats, task_id)  # ack, retry or dead letter
+                    error = None  # no reference cycle through the traceback
+                    busy[task_id] = None
         except asyncio.CancelledError:
             cancelled = True
             raise
