@@ -253,17 +253,43 @@ def test_a_send_never_overtakes_an_item_waiting_in_in() -> None:
     assert (list(src.recv_all()), len(dst)) == (["a", "b"], 0)
 
 
+def take(ch: Channel[int], limit: int) -> list[int]:
+    """``recv_many`` into a new deque, checking the count it returns."""
+    into: deque[int] = deque()
+    n = ch.recv_many(into, limit)
+    assert n == len(into)
+    return list(into)
+
+
 def test_recv_many_takes_up_to_its_limit_in_order_without_waiting_for_more() -> None:
     ch: Channel[int] = Channel(10)
     for i in range(5):
         ch.send(i)
-    assert ch.recv_many(3) == [0, 1, 2]
-    assert ch.recv_many(64) == [3, 4]
+    assert take(ch, 3) == [0, 1, 2]
+    assert take(ch, 64) == [3, 4]
+
+
+def test_recv_many_appends_to_what_the_deque_holds() -> None:
+    ch: Channel[int] = Channel(4)
+    ch.send(2)
+    into = deque([1])
+    assert ch.recv_many(into, 8) == 1
+    assert list(into) == [1, 2]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_recv_many_refuses_a_limit_below_one_and_takes_nothing(limit: int) -> None:
+    ch: Channel[int] = Channel(4)
+    ch.send(1)
+    into: deque[int] = deque()
+    with pytest.raises(ValueError, match=f"at least 1, got {limit}"):
+        ch.recv_many(into, limit)
+    assert (len(into), len(ch)) == (0, 1)
 
 
 def test_recv_many_blocks_while_empty_until_a_send() -> None:
     ch: Channel[int] = Channel(1)
-    thread, done, result = run_in_thread(lambda: ch.recv_many(8))
+    thread, done, result = run_in_thread(lambda: take(ch, 8))
     assert not done.wait(BLOCKED), "recv_many returned from an empty channel"
     ch.send(7)
     assert done.wait(5)
@@ -276,14 +302,14 @@ def test_recv_many_returns_what_was_sent_before_close_then_raises() -> None:
     ch.send(1)
     ch.send(2)
     ch.close()
-    assert ch.recv_many(64) == [1, 2]
+    assert take(ch, 64) == [1, 2]
     with pytest.raises(ChannelClosedError):
-        ch.recv_many(64)
+        take(ch, 64)
 
 
 def test_close_wakes_a_blocked_recv_many_which_raises() -> None:
     ch: Channel[int] = Channel(1)
-    thread, done, result = run_in_thread(lambda: ch.recv_many(4))
+    thread, done, result = run_in_thread(lambda: take(ch, 4))
     assert not done.wait(BLOCKED), "recv_many returned from an empty channel"
     ch.close()
     assert done.wait(5)
@@ -298,8 +324,29 @@ def test_recv_many_makes_room_for_as_many_blocked_senders_as_it_took() -> None:
     senders = [run_in_thread(lambda i=i: ch.send(10 + i)) for i in range(2)]
     for _, done, _ in senders:
         assert not done.wait(BLOCKED), "send returned while the channel was full"
-    assert ch.recv_many(2) == [1, 2]
+    assert take(ch, 2) == [1, 2]
     for thread, done, _ in senders:
         assert done.wait(5), "a sender stayed blocked with room in the channel"
         thread.join()
-    assert sorted(ch.recv_many(8)) == [10, 11]
+    assert sorted(take(ch, 8)) == [10, 11]
+
+
+def test_give_back_puts_items_first_in_their_order_also_once_closed() -> None:
+    ch: Channel[int] = Channel(4)
+    for i in range(4):
+        ch.send(i)
+    held = deque(take(ch, 3))  # 0, 1, 2 taken; 3 left
+    ch.close()
+    ch.give_back(held)
+    assert not held
+    assert list(ch) == [0, 1, 2, 3]
+
+
+def test_give_back_wakes_a_blocked_receiver() -> None:
+    ch: Channel[int] = Channel(2)
+    thread, done, result = run_in_thread(ch.recv)
+    assert not done.wait(BLOCKED), "recv returned from an empty channel"
+    ch.give_back(deque([5]))
+    assert done.wait(5), "a receiver stayed blocked after items were given back"
+    thread.join()
+    assert result == [5]

@@ -195,3 +195,54 @@ def test_a_batch_receiver_gets_every_message_once_in_order(count: int, batch: in
     assert not receiver.is_alive(), "the receiver did not end after close"
     assert got == list(range(count))
     assert q.wait(5)
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_a_receiver_closed_early_leaves_what_it_took_and_did_not_yield(batch: int) -> None:
+    q = Queue(8, 8)
+    for i in range(5):
+        q.enqueue(msg(i))
+    q.start()
+    wait_until(lambda: len(q.dequeue()) == 5)
+    received = q.receive(batch)
+    assert next(received).id == 0
+    received.close()  # as a `break` out of the loop does
+    assert q.backlog == 4
+    q.close()
+    assert [m.id for m in q.receive(batch)] == [1, 2, 3, 4]
+    assert q.wait(5)
+
+
+def test_closing_one_batch_receiver_leaves_another_ones_messages_counted() -> None:
+    q = Queue(8, 8)
+    q.enqueue(msg(0))
+    q.enqueue(msg(1))
+    q.start()
+    wait_until(lambda: len(q.dequeue()) == 2)
+    first = q.receive(2)
+    assert [next(first).id, next(first).id] == [0, 1]  # it holds nothing now
+    q.enqueue(msg(2))
+    wait_until(lambda: len(q.dequeue()) == 1)
+    second = q.receive(2)
+    assert next(second).id == 2  # it holds nothing either: two equal, empty deques
+    second.close()
+    for i in range(3, 6):
+        q.enqueue(msg(i))
+    wait_until(lambda: len(q.dequeue()) == 3)
+    assert next(first).id == 3  # took 3 and 4, holds 4
+    assert q.backlog == 2, "what the first receiver holds must still count"
+    first.close()
+    assert q.backlog == 2
+    q.close()
+    assert drain(q) == [4, 5]
+
+
+@pytest.mark.parametrize("batch", [0, -3])
+def test_receive_refuses_a_batch_below_one_at_once(batch: int) -> None:
+    q = Queue(8, 8)
+    q.enqueue(msg(0))
+    q.start()
+    with pytest.raises(ValueError, match=f"receive batch must be at least 1, got {batch}"):
+        q.receive(batch)
+    q.close()
+    assert drain(q) == [0]

@@ -119,12 +119,18 @@ class Channel(Generic[T]):
                 _wake(self._writable)
             return item  # type: ignore[no-any-return]
 
-    def recv_many(self, limit: int) -> list[T]:
-        """Remove and return up to ``limit`` items, blocking while the channel is empty.
+    def recv_many(self, into: deque[T], limit: int) -> int:
+        """Move up to ``limit`` items to the right of ``into``, blocking while empty.
+
+        Returns how many. They are in ``into`` before the lock is released, so a
+        thread counting the channel and ``into`` never misses them.
 
         Raises:
+            ValueError: ``limit`` is below 1.
             ChannelClosedError: the channel is closed and drained.
         """
+        if limit < 1:
+            raise ValueError(f"recv_many limit must be at least 1, got {limit!r}")
         with self._readable:
             buf = self._buf
             if not buf:
@@ -132,10 +138,22 @@ class Channel(Generic[T]):
             n = min(limit, len(buf) - self._closed)  # once closed, the last item is _CLOSED
             if n <= 0:
                 raise ChannelClosedError("recv on closed channel")
-            items = [buf.popleft() for _ in range(n)]
+            into.extend([buf.popleft() for _ in range(n)])
             if self._notify_room:
                 _wake(self._writable, n)
-            return items
+            return n
+
+    def give_back(self, items: deque[T]) -> None:
+        """Put received items back at the front, in order, and empty ``items``.
+
+        For a receiver that stops before using what it took: the next receiver gets
+        them first, as if they had never left. Also once closed: they were sent before.
+        """
+        with self._readable:
+            n = len(items)
+            self._buf.extendleft(reversed(items))
+            items.clear()
+            _wake(self._readable, n)
 
     def recv_all(self) -> list[T]:
         """Remove and return every buffered item without blocking ([] if none).

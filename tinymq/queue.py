@@ -81,7 +81,9 @@ class Queue:
         self._finished = [0] * slots  # calls settled per consumer slot; one writer each
         for msg, delay in self._store.scheduled():
             self._later.append((msg, time.monotonic() + delay))
-        self._held: list[deque[Msg]] = []  # messages receivers took and have not yielded
+        # Messages receivers took and have not yielded, by id() of each receiver's deque:
+        # added and removed whole by their receiver, read whole (atomically) by ``backlog``.
+        self._held: dict[int, deque[Msg]] = {}
         # Guards _thread; until _thread is set it also guards _pending.
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -199,24 +201,35 @@ class Queue:
         With ``batch`` > 1 it takes up to that many waiting messages per lock acquisition:
         only for a queue's sole consumer, since the messages it holds wait behind its
         current call (a second consumer could have taken them). They still count in
-        ``backlog``.
+        ``backlog``, and if the generator is closed early they go back to the front of
+        ``out``, where they were.
+
+        Raises:
+            ValueError: ``batch`` is below 1.
+            StateError: the queue delivers to an outlet, not to ``out``.
         """
+        if batch < 1:
+            raise ValueError(
+                f"queue {self.name!r}: receive batch must be at least 1, got {batch!r}"
+            )
         out = self.dequeue()
-        if batch == 1:
-            yield from out
-            return
+        return iter(out) if batch == 1 else self._receive_batches(out, batch)
+
+    def _receive_batches(self, out: Channel[Msg], batch: int) -> Iterator[Msg]:
         held: deque[Msg] = deque()
-        self._held.append(held)
+        self._held[id(held)] = held
         try:
             while True:
                 try:
-                    held.extend(out.recv_many(batch))
+                    out.recv_many(held, batch)
                 except ChannelClosedError:
                     return
                 while held:
                     yield held.popleft()
         finally:
-            self._held.remove(held)
+            if held:  # closed early (a break, an error in the caller): nothing is dropped
+                out.give_back(held)
+            del self._held[id(held)]
 
     def dequeue(self) -> Channel[Msg]:
         """Return the ``out`` channel that consumers receive from."""
@@ -261,7 +274,7 @@ class Queue:
     def backlog(self) -> int:
         """Messages accepted and not yet received from ``out`` (approximate)."""
         out = len(self._out) if self._outlet is None else len(self._outlet)
-        held = sum(len(h) for h in tuple(self._held))
+        held = sum(len(h) for h in tuple(self._held.values()))
         return len(self._in) + self.pending + self.delayed + out + held
 
     def _run(self) -> None:
