@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.faultfs import Fault, FaultFS
 from tests.helpers import Recorder
 from tinymq import MQ
@@ -609,3 +610,85 @@ def test_a_file_size_limit_is_storage_full_and_its_short_write_leaves_nothing(
     got, report = reopen(data_dir)
     assert report.clean  # the record cut short at the limit was truncated away
     assert got.ids == ids and got.data == [[n, "z" * 300] for n in ids]
+
+
+class HeldSyncs(FaultFS):
+    """Holds one thread inside its fdatasync; one other thread's next write finds the disk
+    full. Records the most fdatasync calls on one file at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__(drop_unsynced=True)
+        self.hold: threading.Thread | None = None
+        self.entered, self.go = threading.Event(), threading.Event()
+        self.full_for: threading.Thread | None = None
+        self.most_at_once = 0
+        self._running: Counter[str] = Counter()  # guarded by self._lock
+
+    def fdatasync(self, fd: int) -> None:
+        path = self._path(fd)
+        with self._lock:
+            self._running[path] += 1
+            self.most_at_once = max(self.most_at_once, self._running[path])
+        try:
+            if threading.current_thread() is self.hold:
+                self.entered.set()
+                assert self.go.wait(10), "the held sync was never let go"
+            super().fdatasync(fd)
+        finally:
+            with self._lock:
+                self._running[path] -= 1
+
+    def write(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        if threading.current_thread() is self.full_for:
+            self.full_for = None
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        return super().write(fd, data, offset)
+
+
+def test_a_straggler_moved_forward_syncs_only_after_a_publishers_sync_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    # A publish finding the disk full collects old segments, which moves their live
+    # messages forward and syncs them. Were that sync to run beside a publisher's and
+    # fail, Linux could report the failure to it alone and the publisher's sync could
+    # succeed without its data.
+    fs = HeldSyncs()
+    options = DurableOptions(fsync="always", segment_size=1024, ops=fs)
+    store = DurableStore(str(tmp_path / QUEUE), QUEUE, options, LOG)
+    first, msgs = store._segment, list[Msg]()
+    while store._segment == first:  # fill a segment and roll into the next
+        msg, wait = store.append(Msg(len(msgs), "x" * 40, QUEUE))
+        wait()
+        msgs.append(msg)
+    for msg in msgs[:-2]:
+        store.ack(msg)  # msgs[-2] stays live in the first segment: a straggler
+    outcome: dict[str, object] = {}
+
+    def publish(name: str, msg_id: int) -> None:
+        try:
+            store.append(Msg(msg_id, name, QUEUE))[1]()
+            outcome[name] = "returned"
+        except StorageError as exc:
+            outcome[name] = exc
+
+    p1 = threading.Thread(target=publish, args=("p1", len(msgs)))
+    fs.hold = p1
+    p1.start()
+    assert fs.entered.wait(10), "p1 never synced"
+    fs.fault = Fault("fdatasync", fs.calls["fdatasync"] + 1)  # the sync after p1's fails
+    p2 = threading.Thread(target=publish, args=("p2", len(msgs) + 1))
+    fs.full_for = p2
+    p2.start()
+    wait_until(lambda: store._commit._waiting or not p2.is_alive())
+    fs.go.set()
+    for thread in (p1, p2):
+        thread.join(10)
+        assert not thread.is_alive()
+    assert fs.most_at_once == 1, "two syncs of one segment ran at the same time"
+    assert outcome["p1"] == "returned" and isinstance(outcome["p2"], StorageFullError)
+    store.close()
+    reopened = DurableStore(str(tmp_path / QUEUE), QUEUE, DurableOptions(ops=REAL), LOG)
+    try:
+        assert reopened._state.ledger.get(len(msgs)) is not None, "p1 acknowledged, then lost"
+    finally:
+        reopened.close()

@@ -343,3 +343,32 @@ def test_concurrent_publishers_share_fdatasyncs_and_return_only_once_synced(
     assert not late
     assert store.next_id == threads * per_thread
     assert probe.syncs - syncs_before < threads * per_thread, "no fdatasync was shared"
+
+
+def test_a_restart_after_a_kill_makes_what_the_dead_run_left_durable_before_writing_on(
+    tmp_path: Path,
+) -> None:
+    # A run killed before syncing leaves records the OS holds but never wrote. The next
+    # run reads them, delivers them and starts its own segment; if the power then fails,
+    # they must not come back as damage in the middle of the log (refused to open with
+    # on_corruption="fail") or be lost.
+    root = tmp_path / "root"
+    root.mkdir()
+    fs = CrashFS(str(root))
+    directory = str(root / QUEUE)
+    killed = DurableStore(directory, QUEUE, DurableOptions(fsync="never", ops=fs), LOG)
+    for i in range(20):
+        killed.append(Msg(i, f"message {i}", QUEUE))
+    killed._close_files()  # the process dies: descriptors closed, nothing synced
+    restarted = DurableStore(directory, QUEUE, DurableOptions(fsync="always", ops=fs), LOG)
+    assert restarted._state.ledger.live == 20
+    for seed in range(20):  # the power fails right after the restart
+        state = tmp_path / f"state{seed}"
+        fs.build_crash_state(str(state), random.Random(seed))
+        options = DurableOptions(on_corruption="fail")
+        after = DurableStore(str(state / QUEUE), QUEUE, options, LOG)
+        try:
+            assert after._state.ledger.live == 20, f"seed {seed}: lost what the restart read"
+        finally:
+            after.close()
+    restarted.close()

@@ -198,3 +198,30 @@ def test_every_wait_returns_covered_and_syncs_never_outnumber_waits(
     assert waits[0] == threads * len(writes)
     assert log.syncs <= waits[0]
     assert commit.synced == log.durable == log.written
+
+
+def test_a_sync_that_succeeds_while_the_log_fails_is_not_trusted() -> None:
+    # Linux reports a failed writeback to one sync of a file only: a sync that returns
+    # while another part of the store reports a failure may not have written its data.
+    log = FakeLog()
+    commit = GroupCommit(log.sync)
+    log.go.clear()
+    outcome: list[object] = []
+
+    def publish() -> None:
+        try:
+            commit.wait(log.write())
+            outcome.append("returned")
+        except OSError as exc:
+            outcome.append(exc)
+
+    holder = start(publish)
+    assert log.entered.acquire(timeout=WAIT)  # its sync is running
+    failure = OSError(5, "fsync of the directory failed")
+    commit.fail(failure)
+    log.go.set()  # its own sync succeeds
+    joined(holder)
+    assert outcome == [failure]
+    assert commit.synced == 0, "a position covered only by the distrusted sync counts as synced"
+    with pytest.raises(OSError):
+        commit.wait(1)

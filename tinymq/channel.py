@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any, Final, Generic, TypeVar
 
 from tinymq.errors import ChannelClosedError
@@ -197,7 +197,7 @@ class Channel(Generic[T]):
             self._readable.notify_all()
             self._writable.notify_all()
 
-    def __iter__(self) -> Iterator[T]:
+    def __iter__(self) -> Generator[T, None, None]:
         """Yield items until the channel is closed and drained."""
         while True:
             try:

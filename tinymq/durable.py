@@ -108,7 +108,10 @@ class DurableStore:
         self._fd, self._offset, self._written = -1, 0, 0  # no segment to write yet: _fd < 0
         self._segment = max(state.live, default=0)  # the newest, until this run starts one
         self._tail = (-1, 0)  # (fd, _written), replaced whole so a syncer reads it unlocked
-        # Positions are bytes written in this run; its error makes the store failed.
+        # Positions are bytes written in this run; its error makes the store failed. Every
+        # fdatasync of the segment being written runs under its lease (wait or exclusive):
+        # Linux reports a failed writeback to one sync of a file only, so a sync running
+        # beside a failing one could succeed without the data.
         self._commit = GroupCommit(self._sync)
         # What a publish with fsync="always" waits on; the kill point only when armed.
         fast = not armed("publish.after_sync")
@@ -548,10 +551,8 @@ class DurableStore:
             )
             return False
         try:
-            self._ops.fdatasync(self._fd)
-        except OSError as exc:
-            with contextlib.suppress(StorageError):  # logged; the caller raises it
-                self._fail(exc, f"fdatasync of segment {self._segment}")
+            self._wait_synced(self._written)  # through the group commit, like every sync
+        except StorageError:  # the sync failed the store (logged); the caller raises it
             return False
         return True
 
@@ -613,9 +614,10 @@ class DurableStore:
         if self._fd < 0:
             return
         try:
-            self._ops.truncate(self._fd, self._offset)
-            if self._opt.fsync != "never":
-                self._ops.fdatasync(self._fd)
+            with self._commit.exclusive():  # no sync of this fd runs beside another
+                self._ops.truncate(self._fd, self._offset)
+                if self._opt.fsync != "never":
+                    self._ops.fdatasync(self._fd)
         except OSError as exc:
             self._log.warning(
                 "queue %r: cannot trim segment %d to its records: %s", self.name, self._segment, exc

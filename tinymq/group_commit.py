@@ -58,6 +58,8 @@ class GroupCommit:
             synced = self._sync()
         finally:
             self._release(synced)
+        if self.error is not None:  # the log failed while this sync ran: it proves nothing
+            raise self.error
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -120,7 +122,7 @@ class GroupCommit:
     def _release(self, synced: int | None) -> None:
         """Give up the lease: wake the waiters now covered, hand it to the oldest left."""
         with self._lock:
-            if synced is not None and synced > self._synced:
+            if synced is not None and synced > self._synced and self.error is None:
                 self._synced = synced
             left = []
             for waiter in self._waiting:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Final, Protocol
 
 from tinymq.channel import Channel, bridge, signal, wait_ready
@@ -195,7 +195,7 @@ class Queue:
             self._pending.extend((msg,))
             return True
 
-    def receive(self, batch: int = 1) -> Iterator[Msg]:
+    def receive(self, batch: int = 1) -> Generator[Msg, None, None]:
         """Yield messages from ``out`` until it is closed and drained, as ``dequeue()``.
 
         With ``batch`` > 1 it takes up to that many waiting messages per lock acquisition:
@@ -215,7 +215,7 @@ class Queue:
         out = self.dequeue()
         return iter(out) if batch == 1 else self._receive_batches(out, batch)
 
-    def _receive_batches(self, out: Channel[Msg], batch: int) -> Iterator[Msg]:
+    def _receive_batches(self, out: Channel[Msg], batch: int) -> Generator[Msg, None, None]:
         held: deque[Msg] = deque()
         self._held[id(held)] = held
         try:

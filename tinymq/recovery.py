@@ -219,7 +219,24 @@ def recover(
     if report.torn_tail is not None:
         report.torn_tail = _cut_torn_tail(ops, directory, report.torn_tail)
         log.warning("queue %r: cut a torn tail off its log: %s", queue, report.torn_tail)
+    _sync_segments(ops, directory)
     return state, report
+
+
+def _sync_segments(ops: FileOps, directory: str) -> None:
+    """Make every segment durable before this run writes after them.
+
+    A run that was killed may have left records the OS holds but never wrote (its
+    newest segment, or any with fsync="never"). This run reads them, delivers them and
+    starts a segment of its own; a power cut later would turn a lost tail into damage in
+    the middle of the log instead of a torn tail at its end.
+    """
+    for number in segment_numbers(ops, directory):
+        fd = ops.open(os.path.join(directory, wal.segment_name(number)), os.O_RDWR)
+        try:
+            ops.fdatasync(fd)
+        finally:
+            ops.close(fd)
 
 
 def _cut_torn_tail(ops: FileOps, directory: str, tail: Damage) -> Damage:
