@@ -372,3 +372,25 @@ def test_a_restart_after_a_kill_makes_what_the_dead_run_left_durable_before_writ
         finally:
             after.close()
     restarted.close()
+
+
+def test_a_clean_stop_with_fsync_never_leaves_every_segment_durable(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    fs = CrashFS(str(root))
+    directory = str(root / QUEUE)
+    store = DurableStore(
+        directory, QUEUE, DurableOptions(fsync="never", segment_size=1024, ops=fs), LOG
+    )
+    for i in range(60):  # rolls past several segments, none synced at its roll
+        store.append(Msg(i, f"message {i}", QUEUE))
+    assert store._segment > 2
+    store.close()
+    for seed in range(10):  # the power fails right after the stop
+        state = tmp_path / f"state{seed}"
+        fs.build_crash_state(str(state), random.Random(seed))
+        after = DurableStore(str(state / QUEUE), QUEUE, DurableOptions(on_corruption="fail"), LOG)
+        try:
+            assert after._state.ledger.live == 60, f"seed {seed}: a clean stop kept less"
+        finally:
+            after.close()

@@ -602,7 +602,21 @@ class DurableStore:
                     self._wait_synced(self._written)
             if self._error is None:
                 self._trim_tail()
+            if self._error is None and self._opt.fsync == "never":
+                self._sync_rolled()
             self._close_files()
+
+    def _sync_rolled(self) -> None:
+        """fsync="never": sync the segments it rolled past unsynced, so a clean stop keeps all."""
+        try:
+            recovery.sync_segments(self._ops, self._dir)
+        except OSError as exc:
+            self._log.warning(
+                "queue %r: cannot sync its segments on close; a power cut may lose "
+                "what they hold: %s",
+                self.name,
+                exc,
+            )
 
     def _trim_tail(self) -> None:
         """Give back the newest segment's unused allocation (holds _lock, all synced).

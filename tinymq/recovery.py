@@ -219,11 +219,11 @@ def recover(
     if report.torn_tail is not None:
         report.torn_tail = _cut_torn_tail(ops, directory, report.torn_tail)
         log.warning("queue %r: cut a torn tail off its log: %s", queue, report.torn_tail)
-    _sync_segments(ops, directory)
+    sync_segments(ops, directory)
     return state, report
 
 
-def _sync_segments(ops: FileOps, directory: str) -> None:
+def sync_segments(ops: FileOps, directory: str) -> None:
     """Make every segment durable before this run writes after them.
 
     A run that was killed may have left records the OS holds but never wrote (its
