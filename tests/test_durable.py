@@ -457,3 +457,36 @@ def test_a_segment_is_allocated_whole_while_written_and_trimmed_to_its_records_o
     with mq:
         pass
     assert got.ids == list(range(10)) and all(m.redelivered for m in got.msgs)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_an_acknowledgement_that_raises_is_logged_and_the_worker_goes_on(
+    data_dir: Path,
+    concurrency: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real_ack = DurableStore.ack
+
+    def ack(store: DurableStore, msg: Msg) -> None:
+        if msg.id == 1:
+            raise RuntimeError("the ack broke")
+        real_ack(store, msg)
+
+    monkeypatch.setattr(DurableStore, "ack", ack)
+    got = Collector()
+    mq = MQ(data_dir=data_dir)
+    mq.register_queue("q", got, concurrency, durable=True)
+    for n in range(5):
+        mq.publish("q", n)
+    mq.start()
+    mq.stop(10)  # a worker ended by the ack would leave messages behind: a timeout
+    assert sorted(got.ids) == [0, 1, 2, 3, 4]
+    assert "cannot acknowledge message 1" in caplog.text
+    monkeypatch.undo()
+    again = Collector()
+    second = MQ(data_dir=data_dir)
+    second.register_queue("q", again, durable=True)
+    second.start()
+    second.stop(10)
+    assert again.ids == [1]  # not acknowledged: delivered again

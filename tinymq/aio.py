@@ -51,9 +51,13 @@ class JanusOutlet:
 
     def send_from(self, items: deque[Msg]) -> int:
         batch = list(items)
+        self.sent += len(batch)  # before a task can take them: ``len`` never goes below 0
+        try:
+            self.queue.sync_q.put_nowait(batch)
+        except BaseException:
+            self.sent -= len(batch)
+            raise
         items.clear()
-        self.queue.sync_q.put_nowait(batch)
-        self.sent += len(batch)
         return len(batch)
 
     def close(self) -> None:

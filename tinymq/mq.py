@@ -537,7 +537,10 @@ class MQ:
                 latencies(clock() - started)
                 stats.succeeded += 1
                 if ack is not None:
-                    ack(msg)
+                    try:
+                        ack(msg)
+                    except Exception:  # as in settle(): the worker goes on
+                        log.exception("queue %r: cannot acknowledge message %d", reg.name, msg.id)
                 finish(worker_id)
             busy[worker_id] = None
 
