@@ -7,6 +7,8 @@ queues (max_pending), stats and hooks, and how stop() drains all of them.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import logging
 import random
 import subprocess
@@ -18,6 +20,7 @@ from collections.abc import Callable
 
 import pytest
 
+import tinymq.queue
 from tests.conftest import wait_until
 from tests.policy_helpers import KINDS, CallLog, consumer, gaps, waited_at_least
 from tinymq import (
@@ -911,3 +914,115 @@ def test_on_the_callers_loop_retries_delays_and_dead_letters_work_alike() -> Non
     assert waited_at_least(log.of(0), [0.05])
     assert [(d.id, d.attempts, d.reason) for d in mq.dead_letters("q")] == [(1, 2, "exhausted")]
     assert log.first(2).started >= published + 0.1
+
+
+def test_a_retry_posted_while_the_forwarder_checks_for_the_end_is_not_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A consumer posts its retry, then counts its call finished. The closing forwarder
+    # must not see "no retry posted" before that and "every call finished" after it.
+    go, started, counting, finished = (threading.Event() for _ in range(4))
+    calls: list[tuple[int, int]] = []
+
+    def consume(ctx: object, msg: Msg) -> None:
+        calls.append((msg.id, msg.attempt))
+        if msg.attempt == 1:
+            started.set()
+            assert go.wait(10)
+            raise RuntimeError("fails once")
+
+    mq = MQ()
+    mq.register_queue("q", consume, retry=Retry(max_attempts=3, backoff=0.0, jitter=False))
+    queue = mq._queues["q"].queue
+    real_finish = queue.finish
+
+    def finish(slot: int = 0) -> None:
+        real_finish(slot)
+        finished.set()
+
+    monkeypatch.setattr(queue, "finish", finish)
+    armed = threading.Event()
+
+    def paused_sum(items: object) -> int:  # the forwarder's count of finished calls
+        if armed.is_set() and threading.current_thread().name == "tinymq:q:forwarder":
+            armed.clear()
+            counting.set()
+            assert finished.wait(10), "the consumer never finished"
+        return builtins.sum(items)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(tinymq.queue, "sum", paused_sum, raising=False)
+    mq.start()
+    mq.publish("q", "x")
+    assert started.wait(10)
+    armed.set()
+    stopper = threading.Thread(target=mq.stop, kwargs={"timeout": 10})
+    stopper.start()
+    assert counting.wait(10), "the forwarder never checked for the end"
+    go.set()  # the call fails: the retry is posted, then the call counted finished
+    stopper.join(15)
+    assert not stopper.is_alive()
+    assert calls == [(0, 1), (0, 2)], "the retry was dropped by the stop"
+
+
+def test_concurrent_requeues_publish_each_dead_letter_once() -> None:
+    release, blocking = threading.Event(), threading.Event()
+    calls: list[tuple[int, object]] = []
+
+    def consume(ctx: object, msg: Msg) -> None:
+        calls.append((msg.id, msg.data))
+        if msg.data == "block":
+            blocking.set()
+            assert release.wait(10)
+        elif msg.data == "bad" and msg.id == 0:
+            raise Reject("first time")
+
+    mq = MQ()
+    mq.register_queue("q", consume, max_pending=1)
+    dead = mq._queues["q"].delivery.dead
+    real_all, listed, lists = dead.all, threading.Barrier(2), [0]
+
+    def all_letters() -> list[DeadLetter]:  # lets both requeues list before either publishes
+        letters = real_all()
+        if threading.current_thread().name.startswith("requeue"):
+            lists[0] += 1
+            with contextlib.suppress(threading.BrokenBarrierError):
+                listed.wait(0.5)  # requeues taking turns never meet here: it breaks
+        return letters
+
+    dead.all = all_letters  # type: ignore[method-assign]
+    with mq:
+        mq.publish("q", "bad")
+        wait_until(lambda: mq.dead_letters("q"))
+        mq.publish("q", "block")
+        assert blocking.wait(10)
+        mq.publish("q", "filler")  # the bounded queue is full: a requeue's publish waits
+        results: list[int] = []
+        threads = [
+            threading.Thread(
+                target=lambda: results.append(mq.requeue_dead("q")), name=f"requeue-{i}"
+            )
+            for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: lists[0] == 2 or listed.broken)
+        release.set()
+        for thread in threads:
+            thread.join(10)
+            assert not thread.is_alive()
+    assert sorted(results) == [0, 1]
+    assert [data for _, data in calls].count("bad") == 2, calls  # the first try and one requeue
+
+
+def test_pending_in_stats_does_not_depend_on_delayed_read_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # delayed changes between two reads while publishers post delayed messages: pending
+    # must not be computed as the difference of two reads of it.
+    mq = MQ()
+    mq.register_queue("q", lambda ctx, msg: None)
+    reads = iter([0, 50, 50, 50])
+    monkeypatch.setattr(tinymq.queue.Queue, "delayed", property(lambda self: next(reads)))
+    stats = mq.stats()["q"]
+    assert stats.pending == 0
+    mq.stop()

@@ -11,6 +11,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -332,3 +333,46 @@ def test_recovered_messages_take_no_place_in_a_bounded_queue(data_dir: Path) -> 
     with mq:
         pass
     assert [c.id for c in log.calls] == [0, 1, 2, 3, 4]
+
+
+def test_delayed_messages_due_while_no_mq_ran_come_in_order_of_due_time(data_dir: Path) -> None:
+    first = MQ(data_dir=data_dir, fsync="never")
+    first.register_queue("q", lambda ctx, msg: None, durable=True)
+    first.publish("q", "due second", delay=0.2)  # id 0
+    first.publish("q", "due first", delay=0.1)  # id 1
+    first.stop()  # never started: both wait on disk with their due times
+    due = time.time() + 0.2
+    while time.time() < due:  # both due times pass while no MQ runs
+        time.sleep(0.01)
+    log = CallLog()
+    again = MQ(data_dir=data_dir, fsync="never")
+    again.register_queue("q", consumer("sync", log), durable=True)
+    with again:
+        log.wait_calls(2)
+    assert [call.data for call in log.calls] == ["due first", "due second"]
+
+
+def test_a_dead_letter_whose_error_text_utf8_cannot_hold_is_kept(data_dir: Path) -> None:
+    name = b"file-\xff".decode("utf-8", "surrogateescape")  # an undecodable file name
+    ran = threading.Event()
+
+    def consume(ctx: object, msg: Msg) -> None:
+        ran.set()
+        raise Reject(f"cannot read {name}")
+
+    mq = MQ(data_dir=data_dir, fsync="never")
+    mq.register_queue("q", consume, durable=True)
+    with mq:
+        mq.publish("q", "x")
+        assert ran.wait(10)
+    assert mq.stats()["q"].dead == 1
+    [letter] = mq.dead_letters("q")
+    assert "cannot read file-\\udcff" in letter.error
+    again = MQ(data_dir=data_dir, fsync="never")
+    again.register_queue("q", consume, durable=True)
+    try:
+        report = again.recovery_report("q")
+        assert report is not None and report.recovered == 0  # acknowledged as dead
+        assert [d.error for d in again.dead_letters("q")] == [letter.error]
+    finally:
+        again.stop()

@@ -45,10 +45,16 @@ class DeadLetter:
             attempts=msg.attempt,
             reason=reason,
             error_type=f"{kind.__module__}.{kind.__qualname__}",
-            error=str(exc),
-            traceback="".join(traceback.format_exception(kind, exc, exc.__traceback__)),
+            error=_storable(str(exc)),
+            traceback=_storable("".join(traceback.format_exception(kind, exc, exc.__traceback__))),
             dead_at=time.time(),
         )
+
+
+def _storable(text: str) -> str:
+    """``text`` with what UTF-8 cannot hold (lone surrogates, as ``surrogateescape`` makes
+    of undecodable file names) escaped: a dead letter must never fail to be kept for it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class DeadLetters(Protocol):

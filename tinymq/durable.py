@@ -318,15 +318,21 @@ class DurableStore:
                 )
 
     def scheduled(self) -> list[tuple[Msg, float]]:
-        """Recovered messages waiting for a due time, with the seconds left until it."""
+        """Recovered messages waiting for a due time, with the seconds left until it.
+
+        In order of due time, ties in id order; a time that passed while no MQ ran is
+        negative, so that such messages keep that order among themselves too.
+        """
         now, found = time.time(), []
         with self._lock:
-            for msg_id, (due, attempt) in sorted(self._state.sched.items()):
+            for msg_id, (due, attempt) in sorted(
+                self._state.sched.items(), key=lambda item: (item[1][0], item[0])
+            ):
                 where = self._state.ledger.get(msg_id)
                 msg = None if where is None else self._read(msg_id, *where)
                 if msg is not None:
                     again = Msg(msg_id, msg.data, self.name, attempt, redelivered=True)
-                    found.append((again, max(0.0, due - now)))
+                    found.append((again, due - now))
         return found
 
     # -- the forwarder --------------------------------------------------------

@@ -93,6 +93,8 @@ class _Registration:
     stats: list[WorkerStats]  # stats[i] is written by worker (or task) i only
     tasks: AsyncWorkers | None  # for an async consumer; else worker threads
     seq_lock: threading.Lock = field(default_factory=threading.Lock)  # guards next_id
+    # Held by requeue_dead and purge_dead: a letter is published or purged once.
+    dead_lock: threading.Lock = field(default_factory=threading.Lock)
     next_id: int = 0
     first_id: int = 0  # the first id this run issued
     workers: list[threading.Thread] = field(default_factory=list)
@@ -399,19 +401,22 @@ class MQ:
         """Publish dead letters of ``name`` again (those of message ``ids``, or all).
 
         Each is published as a new message (a new id, attempt 1) and then leaves the
-        dead letters. Returns how many were requeued.
+        dead letters; concurrent calls (and ``purge_dead``) take turns, so a letter is
+        requeued once. Returns how many were requeued.
 
         Raises:
             QueueNotFoundError: no such queue.
-            QueueClosedError: the MQ is stopping or stopped; nothing was requeued.
+            QueueClosedError: the MQ is stopping or stopped; the letters requeued before
+                that are gone from the dead letters, the others stay.
         """
         reg = self._registration(name)
         wanted = _check_ids(ids)
-        letters = [d for d in reg.delivery.dead.all() if wanted is None or d.id in wanted]
-        for letter in letters:
-            self.publish(name, letter.data)
-            reg.delivery.dead.remove({letter.id})
-        return len(letters)
+        with reg.dead_lock:
+            letters = [d for d in reg.delivery.dead.all() if wanted is None or d.id in wanted]
+            for letter in letters:
+                self.publish(name, letter.data)
+                reg.delivery.dead.remove({letter.id})
+            return len(letters)
 
     def purge_dead(self, name: str, ids: Iterable[int] | None = None) -> int:
         """Drop dead letters of ``name`` (those of message ``ids``, or all); return how many.
@@ -421,7 +426,10 @@ class MQ:
             StateError: the queue is durable and the MQ has stopped: its dead letters'
                 log is closed, so a purge could not last (do it in the next run).
         """
-        return len(self._registration(name).delivery.dead.remove(_check_ids(ids)))
+        reg = self._registration(name)
+        wanted = _check_ids(ids)
+        with reg.dead_lock:
+            return len(reg.delivery.dead.remove(wanted))
 
     def stats(self) -> dict[str, QueueStats]:
         """A snapshot of every queue's counts and recent latency; cheap, any thread."""
@@ -429,7 +437,7 @@ class MQ:
             reg.name: summarise(
                 reg.stats,
                 published=reg.next_id - reg.first_id,
-                pending=reg.queue.backlog - reg.queue.delayed,
+                pending=reg.queue.waiting,
                 delayed=reg.queue.delayed,
                 in_flight=sum(1 for b in tuple(reg.busy) if b is not None),
             )

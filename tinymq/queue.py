@@ -271,11 +271,16 @@ class Queue:
         return len(self._schedule) + sum(1 for item in tuple(self._later) if item is not _WAKE)
 
     @property
-    def backlog(self) -> int:
-        """Messages accepted and not yet received from ``out`` (approximate)."""
+    def waiting(self) -> int:
+        """Messages accepted, due and not yet received from ``out`` (approximate)."""
         out = len(self._out) if self._outlet is None else len(self._outlet)
         held = sum(len(h) for h in tuple(self._held.values()))
-        return len(self._in) + self.pending + self.delayed + out + held
+        return len(self._in) + self.pending + out + held
+
+    @property
+    def backlog(self) -> int:
+        """Messages accepted and not yet received from ``out``: waiting or delayed."""
+        return self.waiting + self.delayed
 
     def _run(self) -> None:
         """Forwarder loop: the only code that touches ``_pending`` and ``_schedule`` after start.
@@ -331,10 +336,13 @@ class Queue:
 
     def _finished_all(self) -> bool:
         """Nothing scheduled or posted, and every message handed out is settled."""
+        # Read the count first: a consumer posts its retry to _later before it finishes,
+        # so a finish counted here had its retry posted before _later is looked at.
+        finished = sum(self._finished)
         if self._schedule or self._later:
             return False
         handed = self._handed + self._in.handed_off
-        return not self._settle or sum(self._finished) >= handed
+        return not self._settle or finished >= handed
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""

@@ -57,7 +57,8 @@ class Store(Protocol):
         """Record that ``msg`` (its next attempt) is due again ``delay`` seconds from now."""
 
     def scheduled(self) -> list[tuple[Msg, float]]:
-        """Recovered messages that wait for a due time, with the seconds left until it.
+        """Recovered messages that wait for a due time, with the seconds left until it
+        (negative if it passed while no MQ ran), in order of due time.
 
         They are not in ``backlog()``; called once, when the queue is built.
         """
