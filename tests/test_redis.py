@@ -494,3 +494,138 @@ def test_concurrency_one_keeps_id_order_and_each_publishers_order(
         for k in range(publishers):
             mine = [m.data[1] for _, m in rec.seen if m.data[0] == k]
             assert mine == list(range(per_publisher)), "a publisher's messages keep their order"
+
+
+def test_a_call_still_draining_in_stop_is_renewed_not_taken_by_a_live_peer(
+    mqs: MakeMQ,
+) -> None:
+    a, b = mqs(claim_idle=0.6), mqs(claim_idle=0.6)
+    started, release = threading.Event(), threading.Event()
+    taken: list[tuple[int, int]] = []
+
+    def slow(ctx: Context, msg: Msg) -> None:
+        started.set()
+        assert release.wait(10)
+
+    a.register_queue("q", slow)
+    b.register_queue("q", lambda ctx, msg: taken.append((msg.id, msg.attempt)))
+    a.start()
+    a.publish("q", "long call")
+    assert started.wait(10)
+    b.start()
+    stopper = threading.Thread(target=a.stop)  # a graceful stop: a still lives, and drains
+    stopper.start()
+    waited = threading.Event()
+    waited.wait(4 * 0.6)  # four times claim_idle: b would have claimed it by now
+    release.set()
+    stopper.join(10)
+    assert not stopper.is_alive()
+    assert taken == [], "a call still running in a stopping process was taken by a peer"
+
+
+def test_a_dead_letter_that_cannot_be_written_lets_its_message_be_claimed_again(
+    mqs: MakeMQ,
+) -> None:
+    mq = mqs(claim_idle=0.5, prefetch=2)
+    seen: list[tuple[int, int]] = []
+
+    def consume(ctx: Context, msg: Msg) -> None:
+        seen.append((msg.id, msg.attempt))
+        if msg.data == "bad":
+            raise Reject("never good")
+
+    mq.register_queue("q", consume)
+    dead = mq._queues["q"].delivery.dead
+    real_add, failures = dead.add, [2]
+
+    def flaky_add(letter: Any) -> None:  # Redis blips while the first two letters are kept
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise StorageError("Redis unavailable (injected)")
+        real_add(letter)
+
+    dead.add = flaky_add  # type: ignore[method-assign]
+    mq.start()
+    bad = [mq.publish("q", "bad") for _ in range(2)]
+    wait_until(lambda: failures[0] == 0)
+    good = mq.publish("q", "good")
+    wait_until(lambda: sorted(d.id for d in mq.dead_letters("q")) == bad)  # claimed again
+    wait_until(lambda: (good, 1) in seen)  # and the queue did not wedge behind them
+    mq.stop(10)
+
+
+def test_an_entry_that_cannot_be_buried_holds_back_nothing_after_it(
+    mqs: MakeMQ, redis_url: str, prefix: str
+) -> None:
+    mq = mqs(claim_idle=30.0)  # far beyond the test: anything held back shows
+    seen: list[tuple[int, int, bool]] = []
+    mq.register_queue("q", lambda ctx, msg: seen.append((msg.id, msg.attempt, msg.redelivered)))
+    dead = mq._queues["q"].delivery.dead
+    real_add, fail = dead.add, [1]
+
+    def flaky_add(letter: Any) -> None:
+        if fail[0]:
+            fail[0] -= 1
+            raise StorageError("Redis unavailable (injected)")
+        real_add(letter)
+
+    dead.add = flaky_add  # type: ignore[method-assign]
+    db, stream = client(redis_url), f"{prefix}:q:stream"
+    try:
+        db.xgroup_create(stream, "default", id="0", mkstream=True)
+        db.xadd(stream, {"id": 1, "attempt": 1, "data": b"\xff not json"})  # one batch
+        for i in (2, 3, 4):
+            db.xadd(stream, {"id": i, "attempt": 1, "data": b'"ok"'})
+    finally:
+        db.close()
+    mq.start()
+    wait_until(lambda: len(seen) == 3, timeout=5)
+    assert seen == [(2, 1, False), (3, 1, False), (4, 1, False)]
+    mq.stop(10)
+
+
+def test_stop_closes_the_intakes_connections(mqs: MakeMQ, redis_url: str) -> None:
+    mq = mqs()
+    mq.register_queue("q", lambda ctx, msg: None)
+    mq.register_queue("r", lambda ctx, msg: None)
+    mq.start()
+    name, db = mq._backend.client_name, client(redis_url)  # type: ignore[union-attr]
+    try:
+
+        def ours() -> int:
+            return sum(c.get("name") == name for c in db.client_list())
+
+        wait_until(lambda: ours() >= 2)  # the two intakes' own connections
+        mq.stop(10)
+        wait_until(lambda: ours() == 0, timeout=3)
+    finally:
+        db.close()
+
+
+def test_stop_keeps_its_timeout_while_redis_stops_answering() -> None:
+    import socket  # noqa: PLC0415 - only this test listens
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(server.accept()[0])  # and never answers
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = server.getsockname()[1]
+    mq = MQ(backend=RedisBackend(f"redis://127.0.0.1:{port}/0", prefix="never-answers"))
+    mq.register_queue("q", lambda ctx, msg: None)
+    try:
+        mq.start()
+        wait_until(lambda: accepted)  # the intake connected and waits for a reply
+        started = time.monotonic()
+        mq.stop(timeout=0.5)
+        assert time.monotonic() - started < 3.0  # the socket timeout is 10 s
+    finally:
+        server.close()
+        for conn in accepted:
+            conn.close()

@@ -65,7 +65,11 @@ class Delivery:
             return
         reason = "rejected" if isinstance(error, Reject) else "exhausted"
         letter = DeadLetter.of(msg, error, reason)
-        self.dead.add(letter)
+        try:
+            self.dead.add(letter)
+        except BaseException:
+            self.queue.release(msg)  # unsettled: delivered again later, never held forever
+            raise
         self.queue.ack(msg)
         stats.dead += 1
         self._log.warning(

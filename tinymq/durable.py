@@ -263,6 +263,9 @@ class DurableStore:
     def cancel(self, msg: Msg) -> None:
         self.ack(msg)
 
+    def release(self, msg: Msg) -> None:
+        pass  # it stays live in the log: the next run delivers it again
+
     # -- consumers ------------------------------------------------------------
 
     def ack(self, msg: Msg) -> None:

@@ -70,6 +70,7 @@ class Queue:
         self._store: Store = MemoryStore() if store is None else store
         self._pending = self._store.backlog()
         self.ack = self._store.ack
+        self.release = self._store.release
         self._settle = settle  # consumers call finish() after each call; close waits for them
         # Guards _later and _draining; the forwarder waits on it (see channel.signal).
         self._signal = signal(self._out)

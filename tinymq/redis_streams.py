@@ -48,6 +48,7 @@ CONNECT_TIMEOUT: Final = 5.0  # seconds to connect (unless the URL says otherwis
 SOCKET_TIMEOUT: Final = 10.0  # seconds to wait for a reply; above BLOCK_MAX
 _UNBLOCK_TRIES: Final = 100  # a read not blocked after this many ms ends on its own
 _NOTE_EVERY: Final = 30.0  # seconds between log lines while Redis stays unreachable
+_JOIN_INTAKE: Final = 2.0  # seconds close() waits for an intake cut off from its socket
 
 # KEYS: seq, stream, delayed. ARGV: data, due ("" = now). Returns the new id.
 _PUBLISH: Final = """
@@ -295,9 +296,17 @@ class RedisStore:
         self._intake.start()
 
     def stop_intake(self) -> None:
-        """Stop reading; what was read is delivered, the rest stays in Redis. Idempotent."""
+        """Stop reading; what was read is delivered, the rest stays in Redis. The intake
+        goes on renewing the entries this process holds until they are settled or the
+        store is closed, so that no other process takes a call still draining here.
+        Returns at once. Idempotent."""
         if self._intake is not None:
-            self._intake.stop()
+            self._intake.stop_reading()
+
+    def release(self, msg: Msg) -> None:
+        """Stop renewing ``msg``'s entry without settling it: any process claims it again
+        after ``claim_idle`` (a dead letter could not be written, say)."""
+        self._forget(msg.id)
 
     def room(self) -> int:
         """How many entries this process may read now: none while it holds more than half
@@ -359,7 +368,8 @@ class RedisStore:
         self._done(entry)
 
     def close(self) -> None:
-        self.stop_intake()
+        if self._intake is not None:
+            self._intake.stop()
         self._client.close()
 
     def __repr__(self) -> str:
@@ -374,8 +384,10 @@ class Intake:
     process holds fewer than ``prefetch`` entries, move due delayed messages into the
     stream (when any may be due: see ``_check_due``) and read new entries, blocking until
     one arrives, the next due time, the next renewal or ``BLOCK_MAX``; else wait for a
-    worker to settle one. ``stop()`` and an
-    earlier due time unblock the read with CLIENT UNBLOCK rather than waiting it out.
+    worker to settle one. ``stop_reading()`` ends the reads and claims, not the renewals:
+    the thread renews what this process still holds until none is left or ``stop()``.
+    Both, and an earlier due time, unblock the read with CLIENT UNBLOCK rather than
+    waiting it out.
     Connection errors are logged once (then every 30 s, never with a traceback) and
     retried with backoff; the intake says so when Redis is back.
     """
@@ -384,7 +396,8 @@ class Intake:
         self.store, self._deliver, self._log = store, deliver, log
         self._client = store.backend.reader()  # its own connection: it blocks in reads
         self._move_due = self._client.register_script(_MOVE_DUE)
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # stop(): the thread ends
+        self._draining = threading.Event()  # stop_reading(): only renewals from now on
         self._client_id: int | None = None
         self._next_claim = 0.0  # time.monotonic() of the next renewal and claim
         # time.time() when the current read ends at the latest: inf while it is being
@@ -401,14 +414,28 @@ class Intake:
     def start(self) -> None:
         self._thread.start()
 
+    def stop_reading(self) -> None:
+        """Read and claim nothing more; keep renewing what is held. Returns at once."""
+        self._draining.set()
+        with self.store.settled:
+            self.store.settled.notify_all()
+        self._unblock()
+
     def stop(self) -> None:
+        """End the thread, also mid-read on a server that stopped answering."""
+        self._draining.set()
         self._stopping.set()
         with self.store.settled:
             self.store.settled.notify_all()
         self._unblock()
+        pool = self._client.connection_pool
+        pool.disconnect()  # a read or a reply still awaited fails now, not at its timeout
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join()
+            self._thread.join(_JOIN_INTAKE)
+            if self._thread.is_alive():
+                self._log.warning("queue %r: its intake thread did not end", self.store.name)
         self._client.close()
+        pool.disconnect()
 
     def wake_before(self, due: float) -> None:
         """A message is due at ``due`` (time.time()): end the read early if it ends later."""
@@ -434,12 +461,19 @@ class Intake:
     def _run(self) -> None:
         backoff, down_since, noted = 0.1, None, 0.0
         while not self._stopping.is_set():
+            if self._draining.is_set() and not self.store.held():
+                return  # nothing left to renew
             try:
                 if self._client_id is None:
                     self._connect()
-                self._turn()
+                if self._draining.is_set():
+                    self._renew_only()
+                else:
+                    self._turn()
             except (redis.RedisError, StorageError) as exc:  # StorageError: from dead letters
                 self._client_id = None
+                if self._stopping.is_set():
+                    return  # stop() cut the connection
                 now = time.monotonic()
                 if down_since is None or now - noted >= _NOTE_EVERY:
                     self._log.warning(
@@ -454,7 +488,12 @@ class Intake:
                 backoff = min(RECONNECT_MAX, backoff * 2)
                 continue
             except _Closed:
-                return
+                self._draining.set()  # the queue takes nothing more: renew what it holds
+                continue
+            except Exception:
+                if self._stopping.is_set():
+                    return  # stop() closed its socket mid-call: redis-py fails in many ways
+                raise
             if down_since is not None:
                 self._log.warning(
                     "queue %r: Redis is back after %.1f s",
@@ -472,6 +511,16 @@ class Intake:
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    def _renew_only(self) -> None:
+        """While the queue drains: renew what this process holds every third of
+        ``claim_idle``, and sleep in between (a settled entry or ``stop()`` wakes it)."""
+        if time.monotonic() >= self._next_claim:
+            self._renew()
+            self._next_claim = time.monotonic() + self.store.backend.claim_idle / 3
+        with self.store.settled:
+            if not self._stopping.is_set():
+                self.store.settled.wait(self._until_claim())
 
     def _turn(self) -> None:
         store = self.store
@@ -571,7 +620,15 @@ class Intake:
             try:
                 msg = self.store.decode(fields, redelivered, extra.get(entry_id, 0))
             except Exception as exc:  # noqa: BLE001 - any serializer error: the entry is poison
-                self.store.bury(entry_id, fields, exc)
+                try:
+                    self.store.bury(entry_id, fields, exc)
+                except (redis.RedisError, StorageError) as failed:  # the rest still goes on
+                    self._log.warning(
+                        "queue %r: entry %s stays pending, to be buried once claimed again: %s",
+                        self.store.name,
+                        entry_id.decode(),
+                        failed,
+                    )
                 continue
             self.store.track(msg.id, entry_id)
             try:

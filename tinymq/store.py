@@ -69,6 +69,10 @@ class Store(Protocol):
     def ack(self, msg: Msg) -> None:
         """Record that ``msg``'s consumer call is over; it will not be delivered again."""
 
+    def release(self, msg: Msg) -> None:
+        """Give ``msg`` up unsettled (its outcome could not be recorded): a durable store
+        delivers it again after a restart, a shared one once its claim runs out."""
+
     def backlog(self) -> Backlog:
         """Return the pending list, holding every message recovered from a previous run."""
 
@@ -122,6 +126,9 @@ class MemoryStore:
         pass
 
     def ack(self, msg: Msg) -> None:
+        pass
+
+    def release(self, msg: Msg) -> None:
         pass
 
     def backlog(self) -> Backlog:
