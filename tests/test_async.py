@@ -567,3 +567,48 @@ def test_astop_on_a_new_loop_after_the_astart_loop_closed_reports_and_returns(
         asyncio.run(first())
         asyncio.run(second())
     assert "1 accepted messages were never consumed" in caplog.text
+
+
+def test_an_async_consumer_failure_is_logged_with_its_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def bad(ctx: Context, msg: Msg) -> None:
+        raise ValueError("the consumer's own words")
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("q", bad)
+        await mq.astart()
+        await mq.apublish("q", 1)
+        await mq.astop()
+
+    with caplog.at_level(logging.ERROR, logger="tinymq"):
+        asyncio.run(main())
+    [record] = [r for r in caplog.records if "consumer failed" in r.getMessage()]
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError)
+    assert "the consumer's own words" in caplog.text
+
+
+def test_cancelling_one_of_several_tasks_mid_call_lets_the_queue_stop() -> None:
+    async def slow(ctx: Context, msg: Msg) -> None:
+        if msg.id == 0:
+            await asyncio.Event().wait()  # until cancelled
+
+    async def main() -> None:
+        mq = MQ()
+        mq.register_queue("q", slow, concurrency=2)
+        await mq.astart()
+        for i in range(4):
+            await mq.apublish("q", i)
+        await until(lambda: 0 in mq._queues["q"].busy)
+        [victim] = [
+            t
+            for t in mq._async.groups[0].tasks
+            if t.get_name().endswith(f"task-{mq._queues['q'].busy.index(0)}")
+        ]
+        victim.cancel()  # a framework cancelling one task
+        await mq.astop(timeout=5)  # the cut call does not hold the queue open
+        stats = mq.stats()["q"]
+        assert (stats.succeeded, stats.in_flight, stats.pending) == (3, 0, 0)
+
+    asyncio.run(main())

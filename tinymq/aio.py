@@ -89,12 +89,20 @@ class AsyncWorkers:
         self._busy, self._log, self._on_gone = busy, log, on_gone
         self._take: Callable[[Msg], None] = lambda msg: None
         self._settle: Settle = lambda msg, error, stats, slot: None
+        self._cut: Callable[[Msg, int], None] = lambda msg, slot: None
         self._stats: list[WorkerStats] = [WorkerStats() for _ in range(concurrency)]
         self._live = 0
 
-    def bind(self, take: Callable[[Msg], None], settle: Settle, stats: list[WorkerStats]) -> None:
-        """Set what a task does when it takes a message and once its call is over."""
-        self._take, self._settle, self._stats = take, settle, stats
+    def bind(
+        self,
+        take: Callable[[Msg], None],
+        settle: Settle,
+        stats: list[WorkerStats],
+        cut: Callable[[Msg, int], None],
+    ) -> None:
+        """Set what a task does when it takes a message, once its call is over, and
+        when the task is cancelled in the middle of a call (``cut``: give it up unsettled)."""
+        self._take, self._settle, self._stats, self._cut = take, settle, stats, cut
 
     def start(self, ctx: Context) -> None:
         """Create the tasks; must run on the loop's thread."""
@@ -151,23 +159,27 @@ class AsyncWorkers:
         busy, outlet, stats = self._busy, self.outlet, self._stats[task_id]
         clock = time.perf_counter
         cancelled = False
+        current: Msg | None = None  # the message in a call, while there is one
         try:
             while (msgs := await take()) is not None:
                 for msg in msgs:
                     outlet.taken += 1
                     self._take(msg)
-                    busy[task_id] = msg.id
+                    busy[task_id], current = msg.id, msg
                     stats.delivered += 1  # as the call starts: delivered = settled + in flight
                     started = clock()
                     error = await self._call(task_id, ctx, msg)
                     stats.latencies.append(clock() - started)
                     self._settle(msg, error, stats, task_id)  # ack, retry or dead letter
-                    error = None  # no reference cycle through the traceback
+                    error = current = None  # no reference cycle through the traceback
                     busy[task_id] = None
         except asyncio.CancelledError:
             cancelled = True
             raise
         finally:
+            if cancelled and current is not None:  # its call was cut short: give it up, counted
+                busy[task_id] = None
+                self._cut(current, task_id)
             self._live -= 1
             if self._live == 0:
                 self.done.set()
@@ -192,8 +204,12 @@ class AsyncWorkers:
             error = exc
         else:
             return None
-        self._log.exception(
-            "queue %r task %d: consumer failed on message %d", self.name, task_id, msg.id
+        self._log.error(
+            "queue %r task %d: consumer failed on message %d",
+            self.name,
+            task_id,
+            msg.id,
+            exc_info=error,  # outside the except block: exception() would log none
         )
         return error
 

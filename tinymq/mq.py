@@ -252,7 +252,12 @@ class MQ:
             )
             reg.next_id = reg.first_id = store.next_id
             if tasks is not None:
-                tasks.bind(functools.partial(_take, reg), delivery.settle, stats)
+                tasks.bind(
+                    functools.partial(_take, reg),
+                    delivery.settle,
+                    stats,
+                    functools.partial(_cut, reg),
+                )
             self._queues[name] = reg
 
     def _open_stores(self, name: str, durable: bool) -> tuple[Store, DeadLetters | None]:
@@ -739,6 +744,14 @@ def _close(reg: _Registration) -> None:
     reg.queue.close()
     if reg.gate is not None:
         reg.gate.close()
+
+
+def _cut(reg: _Registration, msg: Msg, slot: int) -> None:
+    """A consumer task was cancelled in ``msg``'s call: give it up unsettled (a durable
+    store delivers it again after a restart), and count the call over, so that closing
+    the queue does not wait for it."""
+    reg.queue.release(msg)
+    reg.queue.finish(slot)
 
 
 def _take(reg: _Registration, msg: Msg) -> None:
