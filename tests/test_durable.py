@@ -490,3 +490,37 @@ def test_an_acknowledgement_that_raises_is_logged_and_the_worker_goes_on(
     second.start()
     second.stop(10)
     assert again.ids == [1]  # not acknowledged: delivered again
+
+
+def test_inspect_beside_a_running_mq_skips_a_segment_it_deletes_meanwhile(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse  # noqa: PLC0415 - only this test calls the command's main
+
+    from tinymq import inspect_cmd  # noqa: PLC0415
+    from tinymq.fileops import REAL  # noqa: PLC0415
+
+    directory = data_dir / "queues" / "q"
+    directory.parent.mkdir(parents=True)
+    options = DurableOptions(fsync="never", segment_size=2048)
+    store = DurableStore(str(directory), "q", options, logging.getLogger("tinymq"))
+    msgs = [store.append(Msg(n, "x" * 60, "q"))[0] for n in range(40)]
+    real_listdir = REAL.listdir
+
+    def listdir_then_the_owner_collects(path: str) -> list[str]:
+        names = real_listdir(path)
+        if path == str(directory):
+            for msg in msgs[:30]:
+                store.ack(msg)
+            store._collect()  # what the running MQ does at its next roll
+        return names
+
+    monkeypatch.setattr(REAL, "listdir", listdir_then_the_owner_collects)
+    try:
+        status = inspect_cmd.main(argparse.Namespace(data_dir=str(data_dir), json=True))
+    finally:
+        monkeypatch.undo()
+        store.close()
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert '"pending": 10' in out

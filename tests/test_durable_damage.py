@@ -617,3 +617,43 @@ def test_restart_keeps_ids_order_and_redelivered_flags(data_dir: Path) -> None:
     fourth, report, ids, _ = run(data_dir, publish=2)
     assert report.clean and report.next_id == 65 and ids == [65, 66]
     assert [(m.id, m.redelivered) for m in fourth] == [(65, False), (66, False)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bounds=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(-1, 60)), st.one_of(st.none(), st.integers(0, 60))
+        ),
+        max_size=12,
+    ),
+    next_id=st.integers(0, 70),
+    sort=st.booleans(),
+)
+def test_the_range_an_unseen_id_is_named_in_is_the_first_that_brackets_it(
+    bounds: list[tuple[int | None, int | None]], next_id: int, sort: bool
+) -> None:
+    # lost._Finder answers with binary searches; it must agree with the plain rule.
+    from tinymq.lost import DamagedRange, _Finder  # noqa: PLC0415 - internals of this test
+    from tinymq.wal import BadRange  # noqa: PLC0415
+
+    if sort:  # as a log read in order makes them; unsorted: as damaged HEADs can
+        afters = sorted((a for a, _ in bounds if a is not None), key=int)
+        befores = sorted((b for _, b in bounds if b is not None), key=int)
+        bounds = list(zip(afters, befores, strict=False))
+    ranges = [
+        DamagedRange("segment", BadRange(0, 1), False, after, [], before)
+        for after, before in bounds
+    ]
+    find = _Finder(ranges, next_id)
+    for msg_id in range(-2, 72):
+        expected = next(
+            (
+                r
+                for r in ranges
+                if r.after is not None
+                and r.after < msg_id < (next_id if r.before is None else r.before)
+            ),
+            None,
+        )
+        assert find(msg_id) is expected

@@ -50,7 +50,7 @@ def _summarize_queue(root: str, name: str, now: float) -> QueueSummary:
     directory = os.path.join(root, name)
     state, report = read_log(REAL, directory, name, _MAX_RECORD)
     numbers = segment_numbers(REAL, directory)
-    size = sum(os.path.getsize(os.path.join(directory, wal.segment_name(n))) for n in numbers)
+    size = sum(_size(os.path.join(directory, wal.segment_name(n))) for n in numbers)
     oldest = _oldest_pending_time(directory, state)
     damage = ([report.torn_tail] if report.torn_tail else []) + report.corruption
     dead_dir = os.path.join(directory, DEAD_DIR)
@@ -73,10 +73,21 @@ def _oldest_pending_time(directory: str, state: LogState) -> float | None:
     if where is None:
         return None
     segment, offset, length = where
-    with open(os.path.join(directory, wal.segment_name(segment)), "rb") as file:
-        file.seek(offset)
-        record = wal.parse(file.read(wal.HEADER_SIZE + length), 0, _MAX_RECORD)
+    try:
+        with open(os.path.join(directory, wal.segment_name(segment)), "rb") as file:
+            file.seek(offset)
+            record = wal.parse(file.read(wal.HEADER_SIZE + length), 0, _MAX_RECORD)
+    except FileNotFoundError:  # deleted by the running MQ since it was read
+        return None
     return None if record is None else record.time
+
+
+def _size(path: str) -> int:
+    """A segment's size; 0 if the running MQ deleted it since it was listed."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

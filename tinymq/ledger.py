@@ -33,6 +33,10 @@ class Ledger:
     def put(self, msg_id: int, segment: int, offset: int, length: int) -> int | None:
         """Record where ``msg_id`` lives; return the segment it lived in before, if any."""
         if msg_id - self.base == len(self._where) and self._where:  # the next id: the hot path
+            if not self.live:  # nothing live in the window: start it again at this id
+                del self._where[:]
+                del self._length[:]
+                self.base, self._first = msg_id, 0
             self._where.append(segment << _OFFSET_BITS | offset)
             self._length.append(length)
             self.live += 1

@@ -15,6 +15,8 @@ first intact HEAD, or a moved copy whose header is gone, can lose ids that go un
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -107,15 +109,21 @@ class LostIds:
         return Seen(low, next_id, (i for r in self.ranges for i in r.salvaged))
 
     def name(self, next_id: int, seen: Seen) -> None:
-        """Fill each range's ``lost``: ids without an intact record that it probably held."""
+        """Fill each range's ``lost``: ids without an intact record that it probably held.
+
+        Costs O(log ranges) per unseen id, so a log damaged in many places opens in
+        time linear in its size (see ``_Finder``).
+        """
         named: set[int] = set()
+        find, full = _Finder(self.ranges, next_id), 0
         for msg_id in seen.unseen():
-            damaged = self._fresh_range(msg_id, next_id)
+            damaged = find(msg_id)
             if damaged is not None and len(damaged.lost) < MAX_LISTED:
                 damaged.lost.append(msg_id)
                 named.add(msg_id)
-            if all(len(r.lost) >= MAX_LISTED for r in self.ranges):
-                break
+                full += len(damaged.lost) == MAX_LISTED
+                if full == len(self.ranges):
+                    break
         for damaged in self.ranges:
             for msg_id in damaged.salvaged:
                 if msg_id < next_id and msg_id not in seen and msg_id not in named:
@@ -124,10 +132,31 @@ class LostIds:
             damaged.lost.sort()
             del damaged.lost[MAX_LISTED:]
 
-    def _fresh_range(self, msg_id: int, next_id: int) -> DamagedRange | None:
-        """The first range that ``msg_id`` was first written in, going by the frontier."""
-        for damaged in self.ranges:
-            before = next_id if damaged.before is None else damaged.before
-            if damaged.after is not None and damaged.after < msg_id < before:
+
+class _Finder:
+    """The first range that an id was first written in, going by the frontier: the first
+    range with ``after < id < before``.
+
+    The frontier only grows while the log is read, so ``after`` never decreases from one
+    range to the next, and ``before`` (the id that closed a range) normally does not
+    either: then two binary searches find the range. Should the ``before`` bounds be out
+    of order (damaged HEAD records can do that), it looks through the ranges one by one.
+    """
+
+    def __init__(self, ranges: list[DamagedRange], next_id: int) -> None:
+        self._ranges = [r for r in ranges if r.after is not None]
+        self._afters = [r.after for r in self._ranges if r.after is not None]
+        self._befores = [next_id if r.before is None else r.before for r in self._ranges]
+        pairs = itertools.pairwise(self._befores)
+        self._sorted = all(a <= b for a, b in pairs) and self._afters == sorted(self._afters)
+
+    def __call__(self, msg_id: int) -> DamagedRange | None:
+        ranges, afters, befores = self._ranges, self._afters, self._befores
+        if self._sorted:
+            below = bisect.bisect_left(afters, msg_id)  # ranges[:below] have after < id
+            first = bisect.bisect_right(befores, msg_id, 0, below)  # first with id < before
+            return ranges[first] if first < below else None
+        for i, damaged in enumerate(ranges):
+            if afters[i] < msg_id < befores[i]:
                 return damaged
         return None

@@ -162,7 +162,10 @@ class _Reader:
         """Call ``visit`` on each valid record of segment ``number``; report damage if
         ``newest`` is given (whether it is the newest segment)."""
         path = os.path.join(self.directory, wal.segment_name(number))
-        fd = self.ops.open(path, os.O_RDONLY)
+        try:
+            fd = self.ops.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # deleted since it was listed: read without the lock
+            return
         try:
             buf = self.ops.read_all(fd)
             try:
