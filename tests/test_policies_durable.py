@@ -376,3 +376,34 @@ def test_a_dead_letter_whose_error_text_utf8_cannot_hold_is_kept(data_dir: Path)
         assert [d.error for d in again.dead_letters("q")] == [letter.error]
     finally:
         again.stop()
+
+
+def test_ids_go_on_past_every_dead_letter_even_when_the_log_lost_its_head(data_dir: Path) -> None:
+    from tinymq.wal import HEADER_SIZE  # noqa: PLC0415 - only this test damages a record
+
+    def reject_bad(ctx: object, msg: Msg) -> None:
+        if msg.data == "bad":
+            raise Reject("never good")
+
+    mq = MQ(data_dir=data_dir, fsync="never")
+    mq.register_queue("q", reject_bad, durable=True)
+    for data in ["ok", "ok", "ok", "bad", "ok"]:
+        mq.publish("q", data)
+    with mq:
+        pass  # start, then stop: drained; message 3 is a dead letter
+    for _ in range(2):  # reopen until the acknowledged segments are gone
+        again = MQ(data_dir=data_dir, fsync="never")
+        again.register_queue("q", reject_bad, durable=True)
+        with again:
+            pass
+    [segment] = sorted((data_dir / "queues" / "q").glob("*.wal"))
+    damaged = bytearray(segment.read_bytes())
+    damaged[HEADER_SIZE + 1] ^= 0x01  # in the HEAD record, whose next id is all that is left
+    segment.write_bytes(bytes(damaged))
+    last = MQ(data_dir=data_dir, fsync="never")
+    last.register_queue("q", reject_bad, durable=True)
+    try:
+        assert last.publish("q", "new") > 3
+        assert [letter.id for letter in last.dead_letters("q")] == [3]
+    finally:
+        last.stop()

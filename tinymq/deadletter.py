@@ -120,6 +120,12 @@ class DurableDeadLetters:
                 self._store.ack(old)
             self._records[record.data["id"]] = record
 
+    def next_message_id(self) -> int:
+        """One past the highest message id a kept letter names (0 if none): the queue's
+        ids must continue past it even if its own log lost the HEAD that said so."""
+        with self._lock:
+            return max(self._records, default=-1) + 1
+
     def add(self, letter: DeadLetter) -> None:
         with self._lock:
             record = Msg(self._store.next_id, asdict(letter), letter.queue)

@@ -276,6 +276,7 @@ class MQ:
         except BaseException:
             store.close()
             raise
+        store.next_id = max(store.next_id, dead.next_message_id())  # a new id never names a letter
         return store, dead
 
     def consumer(

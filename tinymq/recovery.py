@@ -188,6 +188,7 @@ class _Reader:
             self.lost.message(record.id)
         elif record.kind == wal.ACK:
             state.drop(record.id)
+            state.next_id = max(state.next_id, record.id + 1)  # its MSG may be gone with a HEAD
         elif record.kind == wal.SCHED:
             if state.ledger.get(record.id) is not None:
                 state.sched[record.id] = wal.decode_sched(buf[record.payload_at : record.end])
