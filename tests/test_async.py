@@ -407,7 +407,7 @@ def test_event_loop_closed_under_the_mq_closes_its_queue_and_reports(
         mq.stop(timeout=10)
     text = caplog.text
     assert "cancelled while consuming message 0" in text
-    assert "cancelled every consumer task; the queue is closed" in text
+    assert "consumer tasks were cancelled or their event loop closed; the queue is closed" in text
     assert "3 accepted messages were never consumed" in text
 
 
@@ -612,3 +612,28 @@ def test_cancelling_one_of_several_tasks_mid_call_lets_the_queue_stop() -> None:
         assert (stats.succeeded, stats.in_flight, stats.pending) == (3, 0, 0)
 
     asyncio.run(main())
+
+
+def test_a_loop_closed_without_astop_closes_its_queues_and_stop_does_not_wait_on_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def stuck(ctx: Context, msg: Msg) -> None:
+        await asyncio.Event().wait()
+
+    mq = MQ()
+    mq.register_queue("q", stuck)
+    loop = asyncio.new_event_loop()
+
+    async def main() -> None:
+        await mq.astart()
+        for i in range(3):
+            await mq.apublish("q", i)
+        await until(lambda: mq._queues["q"].busy == [0])
+
+    loop.run_until_complete(main())
+    loop.close()  # the run_until_complete pattern: no astop(), no task cancelled
+    with pytest.raises(QueueClosedError):
+        mq.publish("q", "late")  # nothing would ever consume it
+    mq.stop(timeout=5)  # waits for no call of a task that will never run again
+    assert "its consumer tasks were cancelled or their event loop closed" in caplog.text
+    assert "3 accepted messages were never consumed" in caplog.text

@@ -92,6 +92,7 @@ class AsyncWorkers:
         self._cut: Callable[[Msg, int], None] = lambda msg, slot: None
         self._stats: list[WorkerStats] = [WorkerStats() for _ in range(concurrency)]
         self._live = 0
+        self._gone = False  # gone() was called
 
     def bind(
         self,
@@ -173,7 +174,7 @@ class AsyncWorkers:
                     self._settle(msg, error, stats, task_id)  # ack, retry or dead letter
                     error = current = None  # no reference cycle through the traceback
                     busy[task_id] = None
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: task destroyed
             cancelled = True
             raise
         finally:
@@ -184,7 +185,18 @@ class AsyncWorkers:
             if self._live == 0:
                 self.done.set()
                 if cancelled:
-                    self._on_gone()
+                    self.gone()
+
+    def in_call(self) -> int:
+        """Messages whose call began and has not ended (tasks of a closed loop keep them)."""
+        return sum(1 for msg_id in tuple(self._busy) if msg_id is not None)
+
+    def gone(self) -> None:
+        """The tasks were cancelled, or their loop closed under them: close the queue
+        (once), so that it takes nothing more and its stop waits for nothing."""
+        if not self._gone:
+            self._gone = True
+            self._on_gone()
 
     async def _call(self, task_id: int, ctx: Context, msg: Msg) -> BaseException | None:
         """Await the consumer on ``msg``; return what it raised, logged (None if nothing)."""
@@ -200,6 +212,8 @@ class AsyncWorkers:
                 )
                 raise
             error: BaseException = exc  # the consumer's own CancelledError: a failure
+        except GeneratorExit:  # the task is destroyed (its loop closed): not a failure
+            raise
         except BaseException as exc:  # noqa: BLE001 - a consumer failure never ends the task
             error = exc
         else:

@@ -148,6 +148,15 @@ class AsyncSide:
             raise StateError("astop() must be awaited on the event loop that ran astart()")
         return False
 
+    def give_up_on_a_closed_loop(self) -> None:
+        """If the loop of ``astart()`` was closed without ending the tasks (no ``astop()``,
+        nothing cancelled), they never run again: close their queues, so that a stop
+        waits for none of their calls and nothing more is accepted."""
+        if self._thread is None and self.loop is not None and self.loop.is_closed():
+            for group in self.groups:
+                if not group.done.is_set():
+                    group.gone()
+
     def join(self, deadline: float | None) -> bool:
         """Wait from another thread for every task, then close an owned loop; True if done."""
         for group in self.groups:
@@ -184,12 +193,15 @@ class AsyncSide:
         return True
 
     def _report_left(self, group: AsyncWorkers) -> None:
-        """Log messages a queue accepted but can no longer consume."""
-        if len(group.outlet):
+        """Log messages a queue accepted but can no longer consume (or finish)."""
+        waiting, in_call = len(group.outlet), group.in_call()
+        if waiting or in_call:
             self._log.error(
-                "queue %r: %d accepted messages were never consumed: its event loop stopped",
+                "queue %r: %d accepted messages were never consumed (%d of them cut short "
+                "in a call): its event loop stopped",
                 group.name,
-                len(group.outlet),
+                waiting + in_call,
+                in_call,
             )
 
 

@@ -352,6 +352,8 @@ class MQ:
             raise QueueNotFoundError(name)
         if delay is not None or timeout is not None:
             _check_publish(delay, timeout)
+        if reg.tasks is not None:  # its tasks' loop may be closed: then it takes nothing
+            self._async.give_up_on_a_closed_loop()
         gate = reg.gate
         if gate is None:  # the common case, kept short: it is the cost of a publish
             with reg.seq_lock:
@@ -381,6 +383,8 @@ class MQ:
         if reg is None:
             raise QueueNotFoundError(name)
         _check_publish(delay, timeout)
+        if reg.tasks is not None:
+            self._async.give_up_on_a_closed_loop()
         if not reg.store.durable and (reg.gate is None or reg.gate.try_enter()):
             msg_id = None
             try:
@@ -574,6 +578,7 @@ class MQ:
         self._check_may_wait("stop()")
         self._async.check_sync_stop()
         self._close_queues()
+        self._async.give_up_on_a_closed_loop()
         deadline = deadline_after(timeout)
         if not (self._join_threads(deadline) and self._async.join(deadline)):
             raise TimeoutError(f"stop timed out after {timeout} s: {self._unconsumed()}")
@@ -614,12 +619,15 @@ class MQ:
         return all(_join(reg, deadline) for reg in self._queues.values())
 
     def _tasks_gone(self, name: str) -> None:
-        """Every task of queue ``name`` was cancelled (its loop shut down): stop accepting."""
+        """The tasks of queue ``name`` were all cancelled, or their loop was closed under
+        them: stop accepting."""
         reg = self._queues[name]
         _close(reg)
         reg.queue.abandon()
         self._log.error(
-            "queue %r: its event loop cancelled every consumer task; the queue is closed", name
+            "queue %r: its consumer tasks were cancelled or their event loop closed; "
+            "the queue is closed",
+            name,
         )
 
     def _set_stopped(self) -> None:
