@@ -310,3 +310,41 @@ def test_process_exit_with_a_stuck_consumer_exits_and_says_what_was_lost(
     assert ids == []
     assert "interpreter exit: MQ not drained, messages lost" in stderr
     assert "queue 'q': 198 waiting, 2 in consumer calls" in stderr
+
+
+def test_a_second_stop_waits_for_the_owned_loop_to_shut_down_instead_of_cutting_it_short() -> None:
+    import asyncio  # noqa: PLC0415 - only this test runs a coroutine here
+
+    release, cleanup_started, cleanup_done = (threading.Event() for _ in range(3))
+    errors: list[BaseException | None] = []
+    old_hook = threading.excepthook
+
+    async def background() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:  # a task left behind that takes a while to clean up
+            cleanup_started.set()
+            await asyncio.to_thread(release.wait, 10)
+            cleanup_done.set()
+            raise
+
+    async def spawns(ctx: Context, msg: Msg) -> None:
+        asyncio.get_running_loop().create_task(background())
+
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        mq = MQ()
+        mq.register_queue("q", spawns)
+        mq.start()
+        mq.publish("q", 1)
+        with pytest.raises(TimeoutError):
+            mq.stop(timeout=0.5)  # the loop thread is still cancelling what was left
+        assert cleanup_started.wait(5)
+        releaser = threading.Timer(0.5, release.set)  # whenever it comes, nothing breaks
+        releaser.start()
+        mq.stop(timeout=10)  # a second stop waits again
+        releaser.join()
+        assert errors == [] and cleanup_done.is_set()
+    finally:
+        release.set()
+        threading.excepthook = old_hook

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import threading
@@ -19,7 +20,7 @@ from typing import TypeVar
 from tinymq.aio import AsyncWorkers
 from tinymq.context import Context
 from tinymq.errors import StateError
-from tinymq.timeouts import remaining
+from tinymq.timeouts import deadline_after, remaining
 
 T = TypeVar("T")
 
@@ -31,6 +32,8 @@ class LoopThread:
 
     def __init__(self, name: str = "tinymq:loop") -> None:
         self.loop = asyncio.new_event_loop()
+        self._stop_lock = threading.Lock()  # guards _stop_asked: the loop is stopped once
+        self._stop_asked = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -70,15 +73,28 @@ class LoopThread:
             return await fn()
 
         future = asyncio.run_coroutine_threadsafe(run(), self.loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:  # not the builtin before Python 3.11
-            raise TimeoutError(f"no answer from the MQ's event loop after {timeout} s") from None
+        deadline = deadline_after(timeout)
+        while True:  # in slices: a loop stopped meanwhile would never answer
+            try:
+                left = remaining(deadline)
+                return future.result(LOOP_CHECK if left is None else min(LOOP_CHECK, left))
+            except concurrent.futures.TimeoutError:  # not the builtin before Python 3.11
+                if not self._thread.is_alive():
+                    future.cancel()
+                    raise StateError("the MQ's event loop thread has stopped") from None
+                if deadline is not None and not remaining(deadline):
+                    raise TimeoutError(
+                        f"no answer from the MQ's event loop after {timeout} s"
+                    ) from None
 
     def close(self, timeout: float | None = None) -> bool:
-        """Stop the loop and join its thread; True if it ended in time."""
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.loop.stop)
+        """Stop the loop (once: a second stop would cut its shutdown short) and join its
+        thread; True if it ended in time. Any thread, any number of times."""
+        with self._stop_lock:
+            ask, self._stop_asked = not self._stop_asked, True
+        if ask:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
