@@ -657,3 +657,28 @@ def test_the_range_an_unseen_id_is_named_in_is_the_first_that_brackets_it(
             None,
         )
         assert find(msg_id) is expected
+
+
+def test_a_segment_missing_between_others_is_reported_as_damage(tmp_path: Path) -> None:
+    directory = tmp_path / "q"
+    options_log = logging.getLogger("tests.damage")
+    from tinymq.durable import DurableOptions  # noqa: PLC0415
+
+    store = DurableStore(
+        str(directory), "q", DurableOptions(fsync="never", segment_size=1024), options_log
+    )
+    for n in range(60):
+        store.append(Msg(n, "x" * 40, "q"))
+    store.close()
+    segments = sorted(directory.glob("*.wal"))
+    assert len(segments) >= 3
+    segments[1].unlink()  # lost, say, by a file system repair or a careless hand
+    store = DurableStore(str(directory), "q", DurableOptions(segment_size=1024), options_log)
+    try:
+        [damage] = store.report.corruption
+        assert damage.missing == 1 and damage.segment == str(segments[1])
+        assert "missing" in str(damage)
+    finally:
+        store.close()
+    with pytest.raises(CorruptionError, match="missing"):
+        DurableStore(str(directory), "q", DurableOptions(on_corruption="fail"), options_log)

@@ -7,6 +7,7 @@ that fail their checksum are never used; every valid record is, wherever it lies
 
 from __future__ import annotations
 
+import itertools
 import logging
 import mmap
 import os
@@ -33,8 +34,11 @@ class Damage:
     lost_ids: tuple[int, ...]
     torn_tail: bool
     quarantined: str | None = None  # where a torn tail was copied before truncation
+    missing: int = 0  # segment files missing from here on (``segment`` names the first)
 
     def __str__(self) -> str:
+        if self.missing:
+            return f"{self.segment}: missing, with the {self.missing - 1} segment(s) after it"
         kind = "torn tail" if self.torn_tail else "corrupt range"
         lost = f", lost ids {list(self.lost_ids)}" if self.lost_ids else ""
         return f"{self.segment}: {kind} at offset {self.offset}, {self.length} bytes{lost}"
@@ -135,6 +139,10 @@ class _Reader:
                 report.torn_tail = damage
             else:
                 report.corruption.append(damage)
+        for low, high in itertools.pairwise(numbers):  # segments go only from the oldest
+            if high - low > 1:  # so a gap is damage: whatever they held is gone
+                first = os.path.join(self.directory, wal.segment_name(low + 1))
+                report.corruption.append(Damage(first, 0, 0, (), False, missing=high - low - 1))
         report.segments = len(numbers)
         report.recovered = state.ledger.live
         report.next_id = state.next_id
