@@ -524,3 +524,80 @@ def test_inspect_beside_a_running_mq_skips_a_segment_it_deletes_meanwhile(
     out = capsys.readouterr().out
     assert status == 0, out
     assert '"pending": 10' in out
+
+
+def test_a_forked_child_does_not_keep_the_data_dir_locked_after_stop(data_dir: Path) -> None:
+    mq = MQ(data_dir=data_dir)
+    read_end, write_end = os.pipe()
+    child = os.fork()  # an unrelated worker, as a fork-started multiprocessing.Process
+    if child == 0:
+        os.close(write_end)
+        os.read(read_end, 1)  # lives until the parent is done
+        os._exit(0)
+    os.close(read_end)
+    try:
+        mq.stop()
+        MQ(data_dir=data_dir).stop()  # the lock went with the parent's stop
+    finally:
+        os.close(write_end)
+        os.waitpid(child, 0)
+
+
+def test_a_lock_file_naming_a_dead_process_is_not_reported_as_the_holder(data_dir: Path) -> None:
+    from tinymq.datadir import _read_pid  # noqa: PLC0415 - the pid a contender reports
+
+    data_dir.mkdir()
+    lock = data_dir / "LOCK"
+    lock.write_text("999999\n")  # left by a run long gone; the new holder has not written yet
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        assert _read_pid(fd) is None
+        lock.write_text(f"{os.getpid()}\n")
+        assert _read_pid(fd) == os.getpid()
+    finally:
+        os.close(fd)
+
+
+def test_a_data_dir_that_cannot_be_made_raises_its_error_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc  # noqa: PLC0415
+
+    from tinymq.datadir import DataDir  # noqa: PLC0415
+
+    (tmp_path / "file").write_text("not a directory")
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(OSError):
+        DataDir(tmp_path / "file" / "data")
+    gc.collect()
+    assert unraisable == []
+
+
+def test_a_forked_child_exiting_normally_leaves_the_parents_mq_and_lock_alone(
+    data_dir: Path,
+) -> None:
+    import atexit  # noqa: PLC0415 - the child runs the exit handlers a normal exit runs
+
+    go, got = threading.Event(), Collector()
+
+    def consume(ctx: Context, msg: Msg) -> None:
+        assert go.wait(10)
+        got(ctx, msg)
+
+    mq = MQ(data_dir=data_dir, exit_timeout=1)
+    mq.register_queue("q", consume, durable=True)
+    mq.start()  # a running MQ: one the exit handlers would stop
+    for n in range(5):
+        mq.publish("q", n)
+    child = os.fork()
+    if child == 0:
+        atexit._run_exitfuncs()  # what sys.exit() in a forked worker would run
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    assert status == 0
+    with pytest.raises(DataDirLockedError):
+        MQ(data_dir=data_dir)  # the child neither stopped the MQ nor freed its lock
+    go.set()
+    mq.stop()
+    assert got.ids == [0, 1, 2, 3, 4]

@@ -845,6 +845,9 @@ def _join(reg: _Registration, deadline: float | None) -> bool:
 
 
 _running: weakref.WeakSet[MQ] = weakref.WeakSet()
+# A forked child has none of the parent's threads, and its exit must not stop (and
+# close the logs of) the parent's MQs.
+os.register_at_fork(after_in_child=_running.clear)
 
 
 @atexit.register
