@@ -171,13 +171,20 @@ def test_stop_waits_for_consumers_mid_await_and_cancels_nothing() -> None:
     assert sorted(finished) == list(range(10))
 
 
-def test_astop_timeout_raises_counts_what_is_left_and_a_second_astop_drains() -> None:
-    gate = asyncio.Event()
-    done: list[int] = []
+class Gated:
+    """An async consumer that records each message once ``gate`` is set."""
 
-    async def gated(ctx: Context, msg: Msg) -> None:
-        await gate.wait()
-        done.append(msg.id)
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()  # bound to the loop of its first wait
+        self.done: list[int] = []
+
+    async def __call__(self, ctx: Context, msg: Msg) -> None:
+        await self.gate.wait()
+        self.done.append(msg.id)
+
+
+def test_astop_timeout_raises_counts_what_is_left_and_a_second_astop_drains() -> None:
+    gated = Gated()
 
     async def main() -> None:
         mq = MQ()
@@ -187,20 +194,15 @@ def test_astop_timeout_raises_counts_what_is_left_and_a_second_astop_drains() ->
             await mq.apublish("slow", i)
         with pytest.raises(TimeoutError, match=r"queue 'slow': 2 waiting, 1 in consumer calls"):
             await mq.astop(timeout=0.05)
-        gate.set()
+        gated.gate.set()
         await mq.astop()
 
     asyncio.run(main())
-    assert done == [0, 1, 2]
+    assert gated.done == [0, 1, 2]
 
 
 def test_a_sole_task_counts_the_rest_of_its_batch_as_waiting_and_runs_it_in_order() -> None:
-    gate = asyncio.Event()
-    done: list[int] = []
-
-    async def gated(ctx: Context, msg: Msg) -> None:
-        await gate.wait()
-        done.append(msg.id)
+    gated = Gated()
 
     async def main() -> None:
         mq = MQ()
@@ -213,11 +215,11 @@ def test_a_sole_task_counts_the_rest_of_its_batch_as_waiting_and_runs_it_in_orde
         assert (stats.pending, stats.in_flight) == (9, 1)
         with pytest.raises(TimeoutError, match=r"queue 'slow': 9 waiting, 1 in consumer calls"):
             await mq.astop(timeout=0.05)
-        gate.set()
+        gated.gate.set()
         await mq.astop()
 
     asyncio.run(main())
-    assert done == list(range(10))
+    assert gated.done == list(range(10))
 
 
 def test_cancelling_the_context_is_seen_by_async_consumers() -> None:
