@@ -9,7 +9,8 @@ the spirit of SQLite's crash VFS (test6.c), ALICE and LazyFS:
   (a create, unlink or rename is durable only once its directory is fsynced).
 
 The power fails when the ``crash_at``-th modifying call (create, write, fdatasync,
-truncate, fsync_dir, rename, unlink, mkdir; counted from 0) is made: that call and
+truncate, fsync_dir, rename, unlink, mkdir; counted from 0; a store through a mapping
+(``map``) counts and is modelled as a write) is made: that call and
 every later one raise PowerLoss instead of doing anything (``close`` still releases
 its descriptor). ``build_crash_state`` then writes out one state the disk could hold:
 
@@ -38,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from tinymq.fileops import FileOps
+from tinymq.fileops import FileOps, Mapping
 
 SECTOR: Final = 512
 DIRECTORY: Final = "<directory>"  # a directory entry naming a subdirectory
@@ -120,6 +121,34 @@ class _File:
 Entry = _File | str  # a file's model, or DIRECTORY
 
 
+class ObservedMapping:
+    """A real writable mapping of ``path`` whose every store goes through ``observe``.
+
+    ``observe(path, offset, data, store)`` must call ``store()`` (the real copy), or
+    raise to stand for a store that never happened.
+    """
+
+    def __init__(
+        self,
+        real: mmap.mmap,
+        path: str,
+        observe: Callable[[str, int, bytes, Callable[[], None]], None],
+    ) -> None:
+        self._real, self._path, self._observe = real, path, observe
+
+    def __len__(self) -> int:
+        return len(self._real)
+
+    def __setitem__(self, index: slice, data: bytes, /) -> None:
+        def store() -> None:
+            self._real[index] = data
+
+        self._observe(self._path, index.start, bytes(data), store)
+
+    def close(self) -> None:
+        self._real.close()
+
+
 class CrashFS(FileOps):
     """Real file operations under ``root`` plus the model of what would survive a power loss."""
 
@@ -130,6 +159,7 @@ class CrashFS(FileOps):
         self.crashed = False
         self.trace: list[tuple[str, str]] = []  # (call or mark, path) in order
         self.last_write: tuple[str, int, int] = ("", 0, 0)  # (path, offset, end)
+        self.mapped_stores = 0  # of the writes, those made through a mapping
         # Called with (number, call, path) before each modifying call that runs: lets a
         # test build crash states at several points of one run.
         self.before_call: Callable[[int, str, str], None] | None = None
@@ -182,6 +212,19 @@ class CrashFS(FileOps):
             model.write(offset, bytes(data[:done]))
             self.last_write = (path, offset, offset + done)
             return done
+
+    def map(self, fd: int, size: int) -> Mapping | None:
+        """A real mapping (on any file system) whose stores are modelled as writes."""
+        self._check()
+        return ObservedMapping(mmap.mmap(fd, size), self._fds[fd][1], self._store)
+
+    def _store(self, path: str, offset: int, data: bytes, store: Callable[[], None]) -> None:
+        with self._lock:
+            self._tick("write", path)
+            store()
+            self._file(path).write(offset, data)
+            self.last_write = (path, offset, offset + len(data))
+            self.mapped_stores += 1
 
     def allocate(self, fd: int, size: int) -> None:
         """Zeros up to ``size``: a size change that a power loss may undo until synced."""

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from tinymq.fileops import FileOps
+from tinymq.fileops import FileOps, Mapping
 
 OPERATIONS: Final = (
     "open",
@@ -122,6 +122,10 @@ class FaultFS(FileOps):
         with self._lock:
             self._ends[path] = max(self._ends.get(path, 0), offset + done)
         return done
+
+    def map(self, fd: int, size: int) -> Mapping | None:
+        """Never: the faults here are calls that fail, and a store into a mapping is none."""
+        return None
 
     def allocate(self, fd: int, size: int) -> None:
         fault = self._trip("allocate")

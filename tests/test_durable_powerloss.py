@@ -19,20 +19,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import mmap
 import os
 import random
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.crashfs import CrashFS
+from tests.crashfs import CrashFS, ObservedMapping
 from tinymq.durable import DurableOptions, DurableStore
-from tinymq.fileops import FileOps
+from tinymq.fileops import FileOps, Mapping
 from tinymq.message import Msg
 from tinymq.recovery import RecoveryReport
 
@@ -61,6 +62,9 @@ class Outcome:
 
     report: RecoveryReport
     recovered: int
+
+
+MAPPED_STORES = [0]  # records the workloads copied into mapped segments
 
 
 def run_workload(
@@ -163,6 +167,7 @@ def crash_states(seed: int, fsync: str, work: Path) -> list[tuple[Path, History]
     run_workload(
         fs, str(root / QUEUE), options=options_on_fs, rng=rng, steps=steps, history=history
     )
+    MAPPED_STORES[0] += fs.mapped_stores
     fs.crashed = True  # a workload that finished loses power at its end
     states.append((work / f"state{len(states)}", history))
     fs.build_crash_state(str(states[-1][0]), crash_rng)
@@ -238,7 +243,9 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_every_acknowledged_publish_survives_a_power_loss_at_any_call(scratch: Path) -> None:
+    MAPPED_STORES[0] = 0
     outcomes = run_seeds(range(SEEDS), "always", scratch)
+    assert MAPPED_STORES[0] > 0, "no record was copied into a mapped segment"
     # The crash states must include the cases worth testing, or passing proves little.
     torn = sum(o.report.torn_tail is not None for o in outcomes)
     damaged = sum(bool(o.report.corruption) for o in outcomes)
@@ -296,11 +303,20 @@ class SyncProbe(FileOps):
 
     def write(self, fd: int, data: bytes | memoryview, offset: int) -> int:
         done = super().write(fd, data, offset)
-        with self.lock:
-            path = self.paths[fd]
-            self.ends[path] = max(self.ends.get(path, 0), offset + done)
-        self.last_write.end = (path, offset + done)
+        self._wrote(self.paths[fd], offset + done)
         return done
+
+    def map(self, fd: int, size: int) -> Mapping | None:
+        return ObservedMapping(mmap.mmap(fd, size), self.paths[fd], self._store)
+
+    def _store(self, path: str, offset: int, data: bytes, store: Callable[[], None]) -> None:
+        store()
+        self._wrote(path, offset + len(data))
+
+    def _wrote(self, path: str, end: int) -> None:
+        with self.lock:
+            self.ends[path] = max(self.ends.get(path, 0), end)
+        self.last_write.end = (path, end)
 
     def fdatasync(self, fd: int) -> None:
         with self.lock:

@@ -33,7 +33,7 @@ from typing import Final
 from tinymq import recovery, wal
 from tinymq.errors import QueueClosedError, StorageError, StorageFullError
 from tinymq.failpoints import armed, failpoint
-from tinymq.fileops import REAL, FileOps
+from tinymq.fileops import REAL, FileOps, Mapping
 from tinymq.group_commit import GroupCommit
 from tinymq.message import Msg
 from tinymq.serializers import JSON, Serializer
@@ -106,6 +106,7 @@ class DurableStore:
         self._state = state
         self._readers: dict[int, int] = {}  # segment -> fd for reading
         self._fd, self._offset, self._written = -1, 0, 0  # no segment to write yet: _fd < 0
+        self._map: Mapping | None = None  # _fd's allocated part, where records are copied
         self._segment = max(state.live, default=0)  # the newest, until this run starts one
         self._tail = (-1, 0)  # (fd, _written), replaced whole so a syncer reads it unlocked
         # Positions are bytes written in this run; its error makes the store failed. Every
@@ -416,20 +417,25 @@ class DurableStore:
 
     def _write(self, record: bytes) -> int:
         """Append ``record`` whole, or leave the file as it was; return its offset."""
-        fd, start, done = self._fd, self._offset, 0
+        fd, start, end, done = self._fd, self._offset, self._offset + len(record), 0
+        mapped = self._map
         try:
-            done = self._ops.write(fd, record, start)
-            if done < len(record):  # a short write: go on from where it stopped
-                view = memoryview(record)
-                while done < len(view):
-                    done += self._ops.write(fd, view[done:], start + done)
+            if mapped is not None and end <= len(mapped):
+                mapped[start:end] = record  # a copy, whole or not at all: see FileOps.map
+                done = len(record)
+            else:
+                done = self._ops.write(fd, record, start)
+                if done < len(record):  # a short write: go on from where it stopped
+                    view = memoryview(record)
+                    while done < len(view):
+                        done += self._ops.write(fd, view[done:], start + done)
         except OSError as exc:
             if done:
                 self._cut_back(fd, start)
             raise _storage_error(
                 exc, f"queue {self.name!r}: cannot write segment {self._segment} at {start}"
             ) from exc
-        self._offset = start + done
+        self._offset = end
         self._written += done
         self._tail = (fd, self._written)
         return start
@@ -464,41 +470,59 @@ class DurableStore:
         """Create segment ``number`` with its HEAD record, durably, and write to it from now on."""
         path = os.path.join(self._dir, wal.segment_name(number))
         head = wal.encode_head(number, self.next_id, self._state.ledger.lowest_live(), time.time())
-        fd = self._ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        fd = self._ops.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)  # read: to map it
+        mapped = None
         try:
             failpoint("segment.after_create")
             done = 0
             while done < len(head):
                 done += self._ops.write(fd, head[done:], done)
-            self._preallocate(fd, number)
+            mapped = self._preallocate(fd, number)
             with self._fatal(f"fdatasync of segment {number}"):
                 self._ops.fdatasync(fd)
             failpoint("segment.before_dir_fsync")
             with self._fatal(f"fsync of directory {self._dir}"):
                 self._ops.fsync_dir(self._dir)
         except BaseException:
+            if mapped is not None:
+                mapped.close()
             self._ops.close(fd)
             self._remove_quietly(path)
             raise
-        if self._fd >= 0:
-            self._ops.close(self._fd)
-        self._fd, self._segment, self._offset = fd, number, len(head)
+        self._close_tail()
+        self._fd, self._map, self._segment, self._offset = fd, mapped, number, len(head)
         self._written += len(head)
         self._tail = (fd, self._written)
         self._state.live.setdefault(number, 0)
         self._commit.advance(self._written)
 
-    def _preallocate(self, fd: int, number: int) -> None:
-        """Allocate the segment whole, zeros after its HEAD, synced with it.
+    def _preallocate(self, fd: int, number: int) -> Mapping | None:
+        """Allocate the segment whole, zeros after its HEAD, synced with it; map it.
 
         A record then lands in allocated space and its fdatasync has no file size to
-        commit. Where that fails (a nearly full disk, a file system without it) the
-        segment grows with each write instead, as a plain append: slower, as safe.
+        commit; where the file system allows (``FileOps.map``) it is copied there
+        rather than written, so that appending takes no system call. Where allocating
+        fails (a nearly full disk, a file system without it) the segment grows with
+        each write instead, as a plain append: slower, as safe.
         """
         try:
             self._ops.allocate(fd, self._opt.segment_size)
         except OSError as exc:
             self._log.debug("queue %r: segment %d not preallocated: %s", self.name, number, exc)
+            return None
+        try:
+            return self._ops.map(fd, self._opt.segment_size)
+        except (OSError, ValueError) as exc:  # written instead, as where it is not allowed
+            self._log.debug("queue %r: segment %d not mapped: %s", self.name, number, exc)
+            return None
+
+    def _close_tail(self) -> None:
+        """Close the segment being written, if any (holds _lock and the lease, or closes)."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            self._ops.close(self._fd)
 
     @contextlib.contextmanager
     def _fatal(self, what: str) -> Iterator[None]:
@@ -638,6 +662,9 @@ class DurableStore:
             return
         try:
             with self._commit.exclusive():  # no sync of this fd runs beside another
+                if self._map is not None:  # unmapped first: nothing may touch a cut page
+                    self._map.close()
+                    self._map = None
                 self._ops.truncate(self._fd, self._offset)
                 if self._opt.fsync != "never":
                     self._ops.fdatasync(self._fd)
@@ -647,9 +674,9 @@ class DurableStore:
             )
 
     def _close_files(self) -> None:
-        for fd in [self._fd, *self._readers.values()]:
-            if fd >= 0:
-                self._ops.close(fd)
+        self._close_tail()
+        for fd in self._readers.values():
+            self._ops.close(fd)
         self._readers.clear()
 
     def __repr__(self) -> str:

@@ -9,8 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import mmap
 import os
+from typing import Protocol
+
+# File systems that write a file's allocated blocks in place (no copy-on-write): a store
+# through a mapping into them needs no new block, so it cannot meet a full disk.
+IN_PLACE = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs"})
+
+
+class Mapping(Protocol):
+    """A writable view of a file's first ``len()`` bytes (``mmap.mmap`` is one)."""
+
+    def __len__(self) -> int: ...
+
+    def __setitem__(self, index: slice, data: bytes, /) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class FileOps:
@@ -34,6 +50,20 @@ class FileOps:
         SQLite reuse allocated log files for the same reason).
         """
         os.posix_fallocate(fd, 0, size)
+
+    def map(self, fd: int, size: int) -> Mapping | None:
+        """Map the file's first ``size`` bytes (allocated: see ``allocate``) for writing.
+
+        A store into the mapping is a copy under the GIL, no system call: where
+        several threads append, none gives up the GIL while it holds a lock the others
+        wait for. ``fdatasync`` of the file makes it durable (Linux keeps one page cache
+        for both). None where a store could fail or stall, which a mapping would turn
+        into SIGBUS or a wait holding the GIL: see ``mappable``. ``fd`` is open for
+        reading and writing.
+        """
+        if not mappable(os.fstat(fd).st_dev):
+            return None
+        return mmap.mmap(fd, size)
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         return os.pread(fd, size, offset)
@@ -94,6 +124,54 @@ def _data_end(fd: int) -> int:
         if exc.errno != errno.ENXIO:  # ENXIO: no data after ``at``; else it cannot tell
             return size
     return min(end, size)
+
+
+@functools.cache
+def mappable(device: int) -> bool:
+    """Whether writing through a mapping into allocated blocks on ``device`` is safe.
+
+    Its file system must write in place (``IN_PLACE``: a copy-on-write one allocates
+    at writeback, and a full disk at a page fault is SIGBUS) and its block device must
+    not need stable pages (else a store into a page under writeback waits for the disk
+    inside the page fault, holding the GIL). Unknown counts as no.
+    """
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            mounts = f.read()
+    except OSError:
+        return False
+    kind = file_system(mounts, device)
+    if kind not in IN_PLACE:
+        return False
+    return kind == "tmpfs" or stable_writes(device) is False
+
+
+def file_system(mountinfo: str, device: int) -> str | None:
+    """The type of the file system mounted from ``device``, per /proc/self/mountinfo."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == wanted and " - " in line:
+            return line.split(" - ", 1)[1].split()[0]
+    return None
+
+
+def stable_writes(device: int, sys_root: str = "/sys") -> bool | None:
+    """Whether ``device`` needs pages left unchanged while they are written (None: unknown)."""
+    name = f"{os.major(device)}:{os.minor(device)}"
+    block = os.path.join(sys_root, "dev", "block", name)
+    candidates = [
+        os.path.join(block, "queue", "stable_writes"),
+        os.path.join(block, "..", "queue", "stable_writes"),  # a partition: its disk's
+        os.path.join(sys_root, "class", "bdi", name, "stable_pages_required"),
+    ]
+    for path in candidates:
+        try:
+            with open(path, encoding="ascii") as f:
+                return f.read().strip() != "0"
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 REAL = FileOps()
