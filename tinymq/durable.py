@@ -443,8 +443,12 @@ class DurableStore:
     def _cut_back(self, fd: int, size: int) -> None:
         """Remove a partial record; if even that fails, the store is failed (and raises).
 
-        A record written after the partial one would turn it into corruption.
+        A record written after the partial one would turn it into corruption. A cut
+        below the mapped part ends the mapping: its pages past the new end are gone.
         """
+        if self._map is not None and size < len(self._map):
+            self._map.close()
+            self._map = None
         try:
             self._ops.truncate(fd, size)
         except OSError as exc:
@@ -501,18 +505,22 @@ class DurableStore:
 
         A record then lands in allocated space and its fdatasync has no file size to
         commit; where the file system allows (``FileOps.map``) it is copied there
-        rather than written, so that appending takes no system call. Where allocating
-        fails (a nearly full disk, a file system without it) the segment grows with
-        each write instead, as a plain append: slower, as safe.
+        rather than written, so that appending takes no system call. Not with
+        fsync="never": nothing bounds the dirty pages then, and a store that the kernel
+        throttles for them would wait holding the GIL. Where allocating fails (a nearly
+        full disk, a file system without it) the segment grows with each write instead,
+        as a plain append: slower, as safe.
         """
         try:
             self._ops.allocate(fd, self._opt.segment_size)
         except OSError as exc:
             self._log.debug("queue %r: segment %d not preallocated: %s", self.name, number, exc)
             return None
+        if self._opt.fsync == "never":
+            return None
         try:
             return self._ops.map(fd, self._opt.segment_size)
-        except (OSError, ValueError) as exc:  # written instead, as where it is not allowed
+        except (OSError, ValueError, OverflowError) as exc:  # written instead
             self._log.debug("queue %r: segment %d not mapped: %s", self.name, number, exc)
             return None
 

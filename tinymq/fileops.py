@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import mmap
 import os
 from typing import Protocol
@@ -126,33 +125,39 @@ def _data_end(fd: int) -> int:
     return min(end, size)
 
 
-@functools.cache
 def mappable(device: int) -> bool:
     """Whether writing through a mapping into allocated blocks on ``device`` is safe.
 
     Its file system must write in place (``IN_PLACE``: a copy-on-write one allocates
-    at writeback, and a full disk at a page fault is SIGBUS) and its block device must
-    not need stable pages (else a store into a page under writeback waits for the disk
-    inside the page fault, holding the GIL). Unknown counts as no.
+    at writeback, and a full disk at a page fault is SIGBUS), not be mounted with DAX
+    (which writes to the device inside the page fault), and its block device must not
+    need stable pages (else a store into a page under writeback waits for the disk
+    inside the page fault, holding the GIL). Unknown counts as no. Read each time: a
+    device number may be mounted again with another file system.
     """
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
             mounts = f.read()
     except OSError:
         return False
-    kind = file_system(mounts, device)
-    if kind not in IN_PLACE:
+    found = file_system(mounts, device)
+    if found is None:
+        return False
+    kind, options = found
+    if kind not in IN_PLACE or any(o == "dax" or o.startswith("dax=") for o in options):
         return False
     return kind == "tmpfs" or stable_writes(device) is False
 
 
-def file_system(mountinfo: str, device: int) -> str | None:
-    """The type of the file system mounted from ``device``, per /proc/self/mountinfo."""
+def file_system(mountinfo: str, device: int) -> tuple[str, list[str]] | None:
+    """The type and options of the file system mounted from ``device`` (/proc/self/mountinfo)."""
     wanted = f"{os.major(device)}:{os.minor(device)}"
     for line in mountinfo.splitlines():
         fields = line.split()
         if len(fields) > 2 and fields[2] == wanted and " - " in line:
-            return line.split(" - ", 1)[1].split()[0]
+            kind, *rest = line.split(" - ", 1)[1].split()
+            options = rest[1].split(",") if len(rest) > 1 else []  # after the source
+            return kind, options
     return None
 
 
