@@ -219,6 +219,10 @@ class CrashFS(FileOps):
         return ObservedMapping(mmap.mmap(fd, size), self._fds[fd][1], self._store)
 
     def _store(self, path: str, offset: int, data: bytes, store: Callable[[], None]) -> None:
+        # A store past the file's end changes nothing a sync writes: the model must not
+        # count it as written.
+        size = os.stat(path).st_size
+        assert offset + len(data) <= size, f"a store at {offset} past the end ({size}) of {path}"
         with self._lock:
             self._tick("write", path)
             store()

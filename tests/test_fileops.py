@@ -17,7 +17,15 @@ import pytest
 from tinymq import fileops, wal
 from tinymq.durable import DurableOptions, DurableStore
 from tinymq.errors import StorageError, StorageFullError
-from tinymq.fileops import REAL, FileOps, Mapping, file_system, mappable, stable_writes
+from tinymq.fileops import (
+    REAL,
+    FileOps,
+    Mapping,
+    file_system,
+    mappable,
+    queue_flag,
+    stable_writes,
+)
 from tinymq.message import Msg
 
 LOG = logging.getLogger("tinymq.test")
@@ -44,7 +52,11 @@ def test_the_file_system_is_found_by_the_device_numbers() -> None:
 def test_only_in_place_file_systems_without_dax_or_stable_pages_are_mapped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    mounts = MOUNTINFO + "43 27 259:1 / /pmem rw - ext4 /dev/pmem0 rw,dax=always\n"
+    mounts = MOUNTINFO + (
+        "43 27 259:1 / /pmem rw - ext4 /dev/pmem0 rw,dax=always\n"
+        "44 27 259:2 / /pmem2 rw - ext4 /dev/pmem1 rw\n"  # DAX per file: the device says
+        "45 27 8:33 / /slow rw - ext4 /dev/sdc1 rw\n"
+    )
     real_open = open
 
     def fake_open(path: str, *args: object, **kwargs: object) -> object:
@@ -55,18 +67,27 @@ def test_only_in_place_file_systems_without_dax_or_stable_pages_are_mapped(
     monkeypatch.setattr("builtins.open", fake_open)
     stable: dict[int, bool | None] = {
         os.makedev(254, 0): False,
-        os.makedev(8, 17): True,
+        os.makedev(8, 17): False,
         os.makedev(259, 1): False,
+        os.makedev(259, 2): False,
+        os.makedev(8, 33): True,
     }
+    dax: dict[int, bool | None] = dict.fromkeys(stable, False)
+    dax[os.makedev(259, 2)] = True
     monkeypatch.setattr(fileops, "stable_writes", stable.get)
-    assert mappable(os.makedev(254, 0))  # ext4, no stable pages
+    monkeypatch.setattr(fileops, "queue_flag", lambda device, name: dax.get(device))
+    assert mappable(os.makedev(254, 0))  # ext4, no stable pages, no DAX
     assert mappable(os.makedev(0, 27))  # tmpfs: no device, nothing to ask
     assert not mappable(os.makedev(0, 45))  # btrfs: copy-on-write
-    assert not mappable(os.makedev(8, 17))  # xfs on a device that needs stable pages
-    assert not mappable(os.makedev(259, 1))  # DAX
+    assert not mappable(os.makedev(8, 17))  # xfs: reflinked blocks are copied on write
+    assert not mappable(os.makedev(8, 33))  # ext4 on a device that needs stable pages
+    assert not mappable(os.makedev(259, 1))  # mounted with DAX
+    assert not mappable(os.makedev(259, 2))  # a DAX device, so files may use DAX
     assert not mappable(os.makedev(8, 1))  # not mounted: unknown
     stable[os.makedev(254, 0)] = None
     assert not mappable(os.makedev(254, 0))  # stable pages unknown
+    stable[os.makedev(254, 0)], dax[os.makedev(254, 0)] = False, None
+    assert not mappable(os.makedev(254, 0))  # DAX unknown
 
 
 def test_a_file_on_tmpfs_is_mapped_and_stores_reach_the_file(tmp_path: Path) -> None:
@@ -114,6 +135,9 @@ def test_stable_writes_is_read_from_the_device_its_disk_or_its_bdi(tmp_path: Pat
     (bdi / "stable_pages_required").write_text("0\n")
     assert stable_writes(os.makedev(9, 0), str(tmp_path / "d")) is False
     assert stable_writes(os.makedev(9, 1), str(tmp_path / "d")) is None  # unknown
+    _sys_tree(tmp_path / "e", "259:2", queue__dax="1\n")
+    assert queue_flag(os.makedev(259, 2), "dax", str(tmp_path / "e")) is True
+    assert queue_flag(os.makedev(259, 3), "dax", str(tmp_path / "e")) is None
 
 
 class AlwaysMapped(FileOps):
@@ -152,6 +176,15 @@ def open_store(path: Path, ops: FileOps, **options: Any) -> DurableStore:
     return DurableStore(str(path), QUEUE, DurableOptions(ops=ops, **options), LOG)
 
 
+def reopened_scheduled(path: Path) -> list[int]:
+    """The ids of the messages waiting for a due time after a reopen."""
+    store = open_store(path, REAL)
+    try:
+        return [msg.id for msg, _ in store.scheduled()]
+    finally:
+        store.close()
+
+
 def reopened_ids(path: Path) -> list[tuple[int, object]]:
     """(id, data) of every live message after a reopen, delayed ones too, in id order."""
     store = open_store(path, REAL)
@@ -179,6 +212,7 @@ def test_records_and_acks_are_copied_into_the_mapping(tmp_path: Path) -> None:
     store.close()
     assert ops.maps and all(m.closed for m in ops.maps)
     assert reopened_ids(tmp_path / QUEUE) == [(1, "m1"), (2, "m2")]
+    assert reopened_scheduled(tmp_path / QUEUE) == [1]  # its copied SCHED was read back
 
 
 def test_a_record_that_would_end_past_the_mapping_is_written_and_read_back(
@@ -197,6 +231,7 @@ def test_a_record_that_would_end_past_the_mapping_is_written_and_read_back(
     store.append(Msg(1, "y", QUEUE))[1]()  # rolls: a new mapped segment
     store.close()
     assert reopened_ids(tmp_path / QUEUE) == [(0, "x" * pad), (1, "y")]
+    assert reopened_scheduled(tmp_path / QUEUE) == [0]  # the crossing SCHED was read back
 
 
 def test_a_write_cut_back_below_the_mapped_end_ends_the_mapping(tmp_path: Path) -> None:
@@ -220,7 +255,9 @@ def test_a_write_cut_back_below_the_mapped_end_ends_the_mapping(tmp_path: Path) 
     assert reopened_ids(tmp_path / QUEUE) == [(0, "x" * pad), (1, 8)]
 
 
-@pytest.mark.parametrize("error", [OSError(errno.ENOMEM, "no memory"), ValueError("bad")])
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOMEM, "no memory"), ValueError("bad"), OverflowError("too big")]
+)
 def test_a_segment_that_cannot_be_mapped_is_written(tmp_path: Path, error: Exception) -> None:
     ops = AlwaysMapped()
     ops.map_error = error

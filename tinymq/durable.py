@@ -493,8 +493,9 @@ class DurableStore:
             self._ops.close(fd)
             self._remove_quietly(path)
             raise
-        self._close_tail()
+        old_fd, old_map = self._fd, self._map
         self._fd, self._map, self._segment, self._offset = fd, mapped, number, len(head)
+        self._close_quietly(old_fd, old_map)  # after the switch: nothing writes to it again
         self._written += len(head)
         self._tail = (fd, self._written)
         self._state.live.setdefault(number, 0)
@@ -526,11 +527,19 @@ class DurableStore:
 
     def _close_tail(self) -> None:
         """Close the segment being written, if any (holds _lock and the lease, or closes)."""
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-        if self._fd >= 0:
-            self._ops.close(self._fd)
+        fd, mapped = self._fd, self._map
+        self._fd, self._map = -1, None
+        self._close_quietly(fd, mapped)
+
+    def _close_quietly(self, fd: int, mapped: Mapping | None) -> None:
+        """Close a segment no longer written; an error closing it is only logged."""
+        try:
+            if mapped is not None:
+                mapped.close()
+            if fd >= 0:
+                self._ops.close(fd)
+        except OSError as exc:
+            self._log.warning("queue %r: cannot close a segment: %s", self.name, exc)
 
     @contextlib.contextmanager
     def _fatal(self, what: str) -> Iterator[None]:

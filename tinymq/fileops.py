@@ -15,7 +15,9 @@ from typing import Protocol
 
 # File systems that write a file's allocated blocks in place (no copy-on-write): a store
 # through a mapping into them needs no new block, so it cannot meet a full disk.
-IN_PLACE = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs"})
+# (xfs is not here: with reflink, its default since xfsprogs 5.1, a cloned file's blocks
+# are shared, and the first store into one allocates.)
+IN_PLACE = frozenset({"ext2", "ext3", "ext4", "tmpfs"})
 
 
 class Mapping(Protocol):
@@ -129,11 +131,11 @@ def mappable(device: int) -> bool:
     """Whether writing through a mapping into allocated blocks on ``device`` is safe.
 
     Its file system must write in place (``IN_PLACE``: a copy-on-write one allocates
-    at writeback, and a full disk at a page fault is SIGBUS), not be mounted with DAX
-    (which writes to the device inside the page fault), and its block device must not
-    need stable pages (else a store into a page under writeback waits for the disk
-    inside the page fault, holding the GIL). Unknown counts as no. Read each time: a
-    device number may be mounted again with another file system.
+    at writeback, and a full disk at a page fault is SIGBUS), not use DAX (which writes
+    to the device inside the page fault), and its block device must not need stable
+    pages (else a store into a page under writeback waits for the disk inside the page
+    fault, holding the GIL). Unknown counts as no. Read each time: a device number may
+    be mounted again with another file system.
     """
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
@@ -144,9 +146,11 @@ def mappable(device: int) -> bool:
     if found is None:
         return False
     kind, options = found
-    if kind not in IN_PLACE or any(o == "dax" or o.startswith("dax=") for o in options):
+    if kind not in IN_PLACE or "dax" in options or "dax=always" in options:
         return False
-    return kind == "tmpfs" or stable_writes(device) is False
+    if kind == "tmpfs":  # memory: no device, no writeback to wait for
+        return True
+    return queue_flag(device, "dax") is False and stable_writes(device) is False
 
 
 def file_system(mountinfo: str, device: int) -> tuple[str, list[str]] | None:
@@ -161,22 +165,32 @@ def file_system(mountinfo: str, device: int) -> tuple[str, list[str]] | None:
     return None
 
 
-def stable_writes(device: int, sys_root: str = "/sys") -> bool | None:
-    """Whether ``device`` needs pages left unchanged while they are written (None: unknown)."""
-    name = f"{os.major(device)}:{os.minor(device)}"
-    block = os.path.join(sys_root, "dev", "block", name)
-    candidates = [
-        os.path.join(block, "queue", "stable_writes"),
-        os.path.join(block, "..", "queue", "stable_writes"),  # a partition: its disk's
-        os.path.join(sys_root, "class", "bdi", name, "stable_pages_required"),
-    ]
-    for path in candidates:
+def queue_flag(device: int, name: str, sys_root: str = "/sys") -> bool | None:
+    """A 0/1 attribute of ``device``'s request queue, its disk's for a partition (None: unknown)."""
+    block = os.path.join(sys_root, "dev", "block", f"{os.major(device)}:{os.minor(device)}")
+    for path in (
+        os.path.join(block, "queue", name),
+        os.path.join(block, "..", "queue", name),  # a partition: the kernel resolves the link
+    ):
         try:
             with open(path, encoding="ascii") as f:
                 return f.read().strip() != "0"
         except (OSError, ValueError):
             continue
     return None
+
+
+def stable_writes(device: int, sys_root: str = "/sys") -> bool | None:
+    """Whether ``device`` needs pages left unchanged while they are written (None: unknown)."""
+    found = queue_flag(device, "stable_writes", sys_root)
+    if found is not None:
+        return found
+    name = f"{os.major(device)}:{os.minor(device)}"  # kernels before 5.9: the bdi says
+    try:
+        with open(os.path.join(sys_root, "class", "bdi", name, "stable_pages_required")) as f:
+            return f.read().strip() != "0"
+    except (OSError, ValueError):
+        return None
 
 
 REAL = FileOps()
