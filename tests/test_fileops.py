@@ -130,11 +130,16 @@ def test_stable_writes_is_read_from_the_device_its_disk_or_its_bdi(tmp_path: Pat
     os.rename(tmp_path / "c" / "dev" / "block" / "disk", tmp_path / "c" / "disk")
     (tmp_path / "c" / "dev" / "block" / "8:1").symlink_to(tmp_path / "c" / "disk" / "8:1")
     assert stable_writes(os.makedev(8, 1), str(tmp_path / "c")) is True
-    bdi = tmp_path / "d" / "class" / "bdi" / "9:0"
-    bdi.mkdir(parents=True)
-    (bdi / "stable_pages_required").write_text("0\n")
-    assert stable_writes(os.makedev(9, 0), str(tmp_path / "d")) is False
-    assert stable_writes(os.makedev(9, 1), str(tmp_path / "d")) is None  # unknown
+    # Before Linux 5.9: a queue without the attribute, and the bdi says it.
+    for device in ("9:0", "9:1"):
+        bdi = tmp_path / "d" / "class" / "bdi" / device
+        bdi.mkdir(parents=True)
+        (bdi / "stable_pages_required").write_text("1\n")
+    (tmp_path / "d" / "dev" / "block" / "9:0" / "queue").mkdir(parents=True)
+    assert stable_writes(os.makedev(9, 0), str(tmp_path / "d")) is True
+    # Without a queue to ask, the bdi is not trusted (since 5.9 it reads 0 whatever holds).
+    assert stable_writes(os.makedev(9, 1), str(tmp_path / "d")) is None
+    assert stable_writes(os.makedev(9, 2), str(tmp_path / "d")) is None  # unknown
     _sys_tree(tmp_path / "e", "259:2", queue__dax="1\n")
     assert queue_flag(os.makedev(259, 2), "dax", str(tmp_path / "e")) is True
     assert queue_flag(os.makedev(259, 3), "dax", str(tmp_path / "e")) is None

@@ -495,11 +495,11 @@ class DurableStore:
             raise
         old_fd, old_map = self._fd, self._map
         self._fd, self._map, self._segment, self._offset = fd, mapped, number, len(head)
-        self._close_quietly(old_fd, old_map)  # after the switch: nothing writes to it again
         self._written += len(head)
         self._tail = (fd, self._written)
         self._state.live.setdefault(number, 0)
         self._commit.advance(self._written)
+        self._close_quietly(old_fd, old_map)  # after the switch: nothing uses it again
 
     def _preallocate(self, fd: int, number: int) -> Mapping | None:
         """Allocate the segment whole, zeros after its HEAD, synced with it; map it.
@@ -536,10 +536,12 @@ class DurableStore:
         try:
             if mapped is not None:
                 mapped.close()
-            if fd >= 0:
-                self._ops.close(fd)
-        except OSError as exc:
-            self._log.warning("queue %r: cannot close a segment: %s", self.name, exc)
+        finally:
+            try:
+                if fd >= 0:
+                    self._ops.close(fd)
+            except OSError as exc:
+                self._log.warning("queue %r: cannot close a segment: %s", self.name, exc)
 
     @contextlib.contextmanager
     def _fatal(self, what: str) -> Iterator[None]:

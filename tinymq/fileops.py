@@ -181,11 +181,19 @@ def queue_flag(device: int, name: str, sys_root: str = "/sys") -> bool | None:
 
 
 def stable_writes(device: int, sys_root: str = "/sys") -> bool | None:
-    """Whether ``device`` needs pages left unchanged while they are written (None: unknown)."""
+    """Whether ``device`` needs pages left unchanged while they are written (None: unknown).
+
+    Linux 5.9 moved this from the bdi (``stable_pages_required``, which has read 0 ever
+    since) to the request queue; the bdi is asked only where the queue is there without
+    the attribute, so on an older kernel.
+    """
     found = queue_flag(device, "stable_writes", sys_root)
     if found is not None:
         return found
-    name = f"{os.major(device)}:{os.minor(device)}"  # kernels before 5.9: the bdi says
+    name = f"{os.major(device)}:{os.minor(device)}"
+    block = os.path.join(sys_root, "dev", "block", name)
+    if not os.path.isdir(os.path.join(block, "queue")):
+        return None
     try:
         with open(os.path.join(sys_root, "class", "bdi", name, "stable_pages_required")) as f:
             return f.read().strip() != "0"
