@@ -447,8 +447,7 @@ class DurableStore:
         below the mapped part ends the mapping: its pages past the new end are gone.
         """
         if self._map is not None and size < len(self._map):
-            self._map.close()
-            self._map = None
+            self._unmap()
         try:
             self._ops.truncate(fd, size)
         except OSError as exc:
@@ -524,6 +523,12 @@ class DurableStore:
         except (OSError, ValueError, OverflowError) as exc:  # written instead
             self._log.debug("queue %r: segment %d not mapped: %s", self.name, number, exc)
             return None
+
+    def _unmap(self) -> None:
+        """Write the segment being written with ``pwrite`` from now on (holds _lock)."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
 
     def _close_tail(self) -> None:
         """Close the segment being written, if any (holds _lock and the lease, or closes)."""
@@ -681,9 +686,7 @@ class DurableStore:
             return
         try:
             with self._commit.exclusive():  # no sync of this fd runs beside another
-                if self._map is not None:  # unmapped first: nothing may touch a cut page
-                    self._map.close()
-                    self._map = None
+                self._unmap()  # first: nothing may touch a cut page
                 self._ops.truncate(self._fd, self._offset)
                 if self._opt.fsync != "never":
                     self._ops.fdatasync(self._fd)

@@ -155,7 +155,7 @@ def mappable(device: int) -> bool:
 
 def file_system(mountinfo: str, device: int) -> tuple[str, list[str]] | None:
     """The type and options of the file system mounted from ``device`` (/proc/self/mountinfo)."""
-    wanted = f"{os.major(device)}:{os.minor(device)}"
+    wanted = _numbers(device)
     for line in mountinfo.splitlines():
         fields = line.split()
         if len(fields) > 2 and fields[2] == wanted and " - " in line:
@@ -167,7 +167,7 @@ def file_system(mountinfo: str, device: int) -> tuple[str, list[str]] | None:
 
 def queue_flag(device: int, name: str, sys_root: str = "/sys") -> bool | None:
     """A 0/1 attribute of ``device``'s request queue, its disk's for a partition (None: unknown)."""
-    block = os.path.join(sys_root, "dev", "block", f"{os.major(device)}:{os.minor(device)}")
+    block = os.path.join(sys_root, "dev", "block", _numbers(device))
     for path in (
         os.path.join(block, "queue", name),
         os.path.join(block, "..", "queue", name),  # a partition: the kernel resolves the link
@@ -190,15 +190,19 @@ def stable_writes(device: int, sys_root: str = "/sys") -> bool | None:
     found = queue_flag(device, "stable_writes", sys_root)
     if found is not None:
         return found
-    name = f"{os.major(device)}:{os.minor(device)}"
-    block = os.path.join(sys_root, "dev", "block", name)
-    if not os.path.isdir(os.path.join(block, "queue")):
+    name = _numbers(device)
+    if not os.path.isdir(os.path.join(sys_root, "dev", "block", name, "queue")):
         return None
     try:
         with open(os.path.join(sys_root, "class", "bdi", name, "stable_pages_required")) as f:
             return f.read().strip() != "0"
     except (OSError, ValueError):
         return None
+
+
+def _numbers(device: int) -> str:
+    """``device`` as Linux names it in mountinfo and sysfs: "major:minor"."""
+    return f"{os.major(device)}:{os.minor(device)}"
 
 
 REAL = FileOps()
